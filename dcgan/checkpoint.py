@@ -1,0 +1,156 @@
+"""Checkpoint folders on disk: written atomically, verified by a manifest, loaded without unpickling.
+
+A checkpoint is `checkpoints/step_XXXXXXX/` holding
+  generator.safetensors, discriminator.safetensors   weights and BatchNorm buffers
+  state.pt        optimisers, scaler, progress and per-rank RNG states (plain tensors and numbers,
+                  read back with torch.load(weights_only=True))
+  manifest.json   size and sha256 of each file, written last.
+It is assembled in a hidden temporary folder and renamed into place, so a folder named step_* is
+complete; the manifest catches later truncation or corruption, and loading skips such folders.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import warnings
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import SafetensorError
+from safetensors.torch import load_file, save_file
+
+from dcgan.errors import UserError
+
+FORMAT = "dcgan-checkpoint/1"
+GENERATOR_FORMAT = "dcgan-generator/1"
+_PREFIX = "step_"
+
+
+def checkpoint_name(step: int) -> str:
+    return f"{_PREFIX}{step:07d}"
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            digest.update(chunk)
+    return digest.hexdigest()
+
+
+def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
+    """Call `write(tmp)` then rename tmp over `path`: readers see the old file or the new one."""
+    tmp = path.with_name(f".{path.name}.tmp-{os.getpid()}")
+    try:
+        write(tmp)
+        with tmp.open("rb+") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
+    _fsync_dir(path.parent)
+
+
+def save_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
+    cpu = {k: v.detach().to("cpu").contiguous() for k, v in tensors.items()}
+    write_atomic(path, lambda tmp: save_file(cpu, str(tmp), metadata=metadata))
+
+
+def save_checkpoint(
+    root: Path,
+    step: int,
+    generator: dict[str, torch.Tensor],
+    discriminator: dict[str, torch.Tensor],
+    state: dict[str, Any],
+    metadata: dict[str, str],
+    keep_last: int,
+) -> Path:
+    """Write checkpoint `step` under `root` (main process only), then prune to the newest `keep_last`."""
+    root.mkdir(parents=True, exist_ok=True)
+    final = root / checkpoint_name(step)
+    tmp = root / f".tmp-{checkpoint_name(step)}-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir()
+    try:
+        save_weights(tmp / "generator.safetensors", generator, metadata)
+        save_weights(tmp / "discriminator.safetensors", discriminator, metadata)
+        write_atomic(tmp / "state.pt", lambda p: torch.save(state, p))
+        files = {
+            p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())
+        }
+        manifest = {"format": FORMAT, "step": step, "files": files}
+        write_atomic(tmp / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=1)))
+        if final.exists():  # a re-save of the same step (e.g. a resumed run ending where it began)
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        _fsync_dir(root)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    write_atomic(root / "latest", lambda p: p.write_text(final.name + "\n"))
+    for old in list_checkpoints(root)[:-keep_last]:
+        shutil.rmtree(old, ignore_errors=True)
+    return final
+
+
+def list_checkpoints(root: Path) -> list[Path]:
+    """Checkpoint folders under `root`, oldest first (by step, not by time)."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if p.is_dir() and p.name.startswith(_PREFIX)]
+    return sorted(found, key=lambda p: int(p.name[len(_PREFIX) :]) if p.name[len(_PREFIX) :].isdigit() else -1)
+
+
+def verify(path: Path) -> str | None:
+    """None if `path` is a complete checkpoint, else what is wrong with it."""
+    try:
+        manifest = json.loads((path / "manifest.json").read_text())
+    except (OSError, ValueError):
+        return "no readable manifest.json"
+    if not isinstance(manifest, dict) or manifest.get("format") != FORMAT:
+        return f"not a {FORMAT} checkpoint"
+    for name, entry in manifest.get("files", {}).items():
+        file = path / name
+        if not file.is_file():
+            return f"{name} is missing"
+        if file.stat().st_size != entry["bytes"]:
+            return f"{name} has {file.stat().st_size} bytes, expected {entry['bytes']}"
+        if _sha256(file) != entry["sha256"]:
+            return f"{name} does not match its checksum"
+    return None
+
+
+def latest_valid(root: Path) -> Path | None:
+    """The newest checkpoint under `root` that verifies; broken ones are skipped with a warning."""
+    for path in reversed(list_checkpoints(root)):
+        problem = verify(path)
+        if problem is None:
+            return path
+        warnings.warn(f"skipping checkpoint {path}: {problem}", stacklevel=2)
+    return None
+
+
+def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
+    """(generator weights, discriminator weights, state) from a verified checkpoint folder."""
+    problem = verify(path)
+    if problem is not None:
+        raise UserError(f"cannot resume from {path}: {problem}")
+    try:
+        generator = load_file(str(path / "generator.safetensors"))
+        discriminator = load_file(str(path / "discriminator.safetensors"))
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except (SafetensorError, RuntimeError, OSError) as e:
+        raise UserError(f"cannot resume from {path}: {e}") from None
+    return generator, discriminator, state

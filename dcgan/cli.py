@@ -1,0 +1,58 @@
+"""Command line: `dcgan train|sample ...`; user mistakes end as one line on stderr, not a traceback."""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+from dcgan.errors import UserError
+
+EXIT_USER_ERROR = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="dcgan", description="Train and sample the DCGAN on MNIST.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    train = sub.add_parser("train", help="train (also under `accelerate launch`)")
+    train.add_argument("--config", help="YAML recipe, e.g. configs/mnist.yaml (default: built-in defaults)")
+    train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=5")
+
+    sample = sub.add_parser("sample", help="write generated digits as a PNG grid or a .npy array")
+    sample.add_argument("source", type=Path, help="a run folder or a generator.safetensors file")
+    sample.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    sample.add_argument("--out", type=Path, required=True, help="FILE.png (grid) or FILE.npy (uint8 N x 28 x 28)")
+    sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    return parser
+
+
+def _train(args: argparse.Namespace) -> None:
+    from dcgan.config import load_config
+    from dcgan.trainer import Trainer
+
+    cfg = load_config(args.config, args.overrides)
+    Trainer(cfg).fit()
+
+
+def _sample(args: argparse.Namespace) -> None:
+    from dcgan.sampling import generate, load_generator, write_samples
+
+    if args.n < 1:
+        raise UserError("--n must be at least 1")
+    generator, pixel_range = load_generator(args.source)
+    write_samples(generate(generator, args.n, args.seed, pixel_range), args.out)
+    print(f"wrote {args.n} samples to {args.out}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        {"train": _train, "sample": _sample}[args.command](args)
+    except UserError as e:
+        # Every rank of a launch hits the same error; one line from the first is enough.
+        if os.environ.get("RANK", "0") == "0":
+            print(f"dcgan: error: {e}", file=sys.stderr)
+        return EXIT_USER_ERROR
+    return 0

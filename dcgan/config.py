@@ -1,0 +1,274 @@
+"""One typed config tree: dataclass defaults, a YAML file on top, then `key.sub=value` overrides.
+
+The defaults are the default recipe (`configs/mnist.yaml` restates them with comments, and a test keeps
+the two equal). Everything a user can get wrong here is reported as a `UserError` naming the key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+from dcgan.errors import UserError
+
+
+@dataclass
+class DataConfig:
+    name: Literal["mnist"] = "mnist"
+    """Dataset; only MNIST for now."""
+    root: str = "data"
+    """Folder in torchvision's layout (`ROOT/MNIST/raw/*-ubyte`)."""
+    download: bool = True
+    """Download into `root` when the files are missing (main process only)."""
+    pixel_range: Literal["signed", "unit"] = "signed"
+    """`signed` feeds [-1, 1] (matches the Tanh generator); `unit` feeds [0, 1], the tutorial's bug."""
+    limit: int = 0
+    """Use only the first `limit` training images (0 = all); for smoke tests and debugging."""
+
+    def validate(self) -> None:
+        _check(self.limit >= 0, "data.limit", "must be >= 0 (0 uses the whole split)")
+
+
+@dataclass
+class ModelConfig:
+    name: Literal["dcgan"] = "dcgan"
+    """Architecture; the tutorial's DCGAN (see dcgan/models.py)."""
+    z_dim: int = 100
+    """Length of the generator's noise vector."""
+
+    def validate(self) -> None:
+        _check(self.z_dim >= 1, "model.z_dim", "must be >= 1")
+
+
+@dataclass
+class OptimConfig:
+    lr_g: float = 2e-4
+    lr_d: float = 2e-4
+    betas: tuple[float, float] = (0.5, 0.999)
+
+    def validate(self) -> None:
+        _check(self.lr_g > 0, "optim.lr_g", "must be > 0")
+        _check(self.lr_d > 0, "optim.lr_d", "must be > 0")
+        _check(all(0 <= b < 1 for b in self.betas), "optim.betas", "both values must be in [0, 1)")
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 20
+    max_steps: int | None = None
+    """Stop after this many optimisation steps (one D step plus one G step each), if set."""
+    batch_size: int = 32
+    """Per process: the global batch is batch_size x number of processes."""
+    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
+    cpu: bool = False
+    """Run on the CPU even when a GPU is present."""
+    g_first: bool = False
+    """Step G before D in each iteration (the tutorial's order); the default steps D first."""
+    real_label: float = 1.0
+    """Target for real images in D's loss; 0.9 is one-sided label smoothing."""
+    d_loss_scale: float = 1.0
+    """D's loss is scale x (real + fake); the tutorial halves it (0.5)."""
+
+    def validate(self) -> None:
+        _check(self.epochs >= 1, "train.epochs", "must be >= 1")
+        _check(self.max_steps is None or self.max_steps >= 1, "train.max_steps", "must be >= 1 or null")
+        _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
+        _check(0 < self.real_label <= 1, "train.real_label", "must be in (0, 1]")
+        _check(self.d_loss_scale > 0, "train.d_loss_scale", "must be > 0")
+
+
+@dataclass
+class LogConfig:
+    tracker: Literal["wandb", "tensorboard", "none"] = "none"
+    every_steps: int = 100
+    """Print (and send to the tracker) rank-averaged metrics this often; the only host syncs."""
+    project: str = "dcgan"
+    """Tracker project name."""
+
+    def validate(self) -> None:
+        _check(self.every_steps >= 1, "log.every_steps", "must be >= 1")
+
+
+@dataclass
+class CheckpointConfig:
+    every_steps: int = 500
+    """Save full training state this often (and at each epoch end and at the end); 0 = epoch ends only."""
+    keep_last: int = 3
+    """How many checkpoints to keep; older ones are deleted after a newer one is complete."""
+
+    def validate(self) -> None:
+        _check(self.every_steps >= 0, "checkpoint.every_steps", "must be >= 0")
+        _check(self.keep_last >= 1, "checkpoint.keep_last", "must be >= 1")
+
+
+@dataclass
+class Config:
+    seed: int = 0
+    output_dir: str = "runs/mnist"
+    resume: str = "auto"
+    """`auto` continues from the newest valid checkpoint in output_dir, `never` starts fresh, else a path."""
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+
+    def validate(self) -> None:
+        _check(self.seed >= 0, "seed", "must be >= 0")
+        _check(bool(self.output_dir), "output_dir", "must not be empty")
+        _check(bool(self.resume), "resume", "must be auto, never or a checkpoint path")
+        for f in dataclasses.fields(self):
+            section = getattr(self, f.name)
+            if dataclasses.is_dataclass(section):
+                section.validate()
+
+
+def _check(ok: bool, key: str, message: str) -> None:
+    if not ok:
+        raise UserError(f"config key {key}: {message}")
+
+
+def to_dict(cfg: Any) -> dict[str, Any]:
+    """The config as plain YAML-ready data (tuples become lists)."""
+    out = {}
+    for f in dataclasses.fields(cfg):
+        value = getattr(cfg, f.name)
+        out[f.name] = to_dict(value) if dataclasses.is_dataclass(value) else _plain(value)
+    return out
+
+
+def _plain(value: Any) -> Any:
+    return list(value) if isinstance(value, tuple) else value
+
+
+def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str, ...] = ()) -> Config:
+    """Defaults, then the YAML file, then `a.b=value` overrides; validated once."""
+    raw: dict[str, Any] = {}
+    if path is not None:
+        raw = _read_yaml(Path(path))
+    for item in overrides:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise UserError(f"override {item!r} is not KEY=VALUE (for example train.epochs=5)")
+        _set_dotted(raw, key.strip(), _parse_scalar(text))
+    cfg = _build(Config, raw, prefix="")
+    cfg.validate()
+    return cfg
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    try:
+        text = path.read_text()
+    except OSError as e:
+        raise UserError(f"cannot read config file {path}: {e.strerror}") from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        raise UserError(f"config file {path} is not valid YAML{where}") from None
+    if data is None:
+        return {}
+    if not isinstance(data, dict):
+        raise UserError(f"config file {path} must hold a mapping of keys, not a {type(data).__name__}")
+    return data
+
+
+def _parse_scalar(text: str) -> Any:
+    try:
+        return yaml.safe_load(text)
+    except yaml.YAMLError:
+        return text
+
+
+def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
+    *parents, last = key.split(".")
+    node = raw
+    for part in parents:
+        child = node.setdefault(part, {})
+        if not isinstance(child, dict):
+            raise UserError(f"config key {key}: {part} is a value, not a section")
+        node = child
+    node[last] = value
+
+
+def _build(cls: type, raw: Any, prefix: str) -> Any:
+    if not isinstance(raw, dict):
+        raise UserError(f"config key {prefix.rstrip('.')}: expected a section of keys, got {raw!r}")
+    hints = typing.get_type_hints(cls)
+    names = [f.name for f in dataclasses.fields(cls)]
+    for key in raw:
+        if key not in names:
+            raise UserError(_unknown_key(prefix + str(key), [prefix + n for n in names]))
+    kwargs = {}
+    for name in names:
+        if name not in raw:
+            continue
+        hint = hints[name]
+        if dataclasses.is_dataclass(hint):
+            kwargs[name] = _build(hint, raw[name], prefix + name + ".")
+        else:
+            kwargs[name] = _coerce(raw[name], hint, prefix + name)
+    return cls(**kwargs)
+
+
+def _unknown_key(key: str, known: list[str]) -> str:
+    close = difflib.get_close_matches(key, known, n=1, cutoff=0.6)
+    hint = f" (did you mean {close[0]}?)" if close else f"; known keys here: {', '.join(sorted(known))}"
+    return f"unknown config key {key}{hint}"
+
+
+def _coerce(value: Any, hint: Any, key: str) -> Any:
+    """Check `value` against a field's annotation; ints widen to floats, numeric strings parse."""
+    origin = typing.get_origin(hint)
+    args = typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        (inner,) = [a for a in args if a is not type(None)]
+        return _coerce(value, inner, key)
+    if origin is Literal:
+        if value not in args:
+            raise UserError(f"config key {key}: must be one of {', '.join(map(str, args))}, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, (list, tuple)) or len(value) != len(args):
+            raise UserError(f"config key {key}: expected a list of {len(args)} values, got {value!r}")
+        return tuple(_coerce(v, a, f"{key}[{i}]") for i, (v, a) in enumerate(zip(value, args, strict=True)))
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise UserError(f"config key {key}: expected true or false, got {value!r}")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise UserError(f"config key {key}: expected an integer, got {value!r}")
+        return value
+    if hint is float:
+        return _to_float(value, key)
+    if hint is str:
+        if not isinstance(value, (str, int, float)) or isinstance(value, bool):
+            raise UserError(f"config key {key}: expected a string, got {value!r}")
+        return str(value)
+    raise TypeError(f"unsupported config annotation {hint!r} for {key}")
+
+
+def _to_float(value: Any, key: str) -> float:
+    if isinstance(value, bool):
+        raise UserError(f"config key {key}: expected a number, got {value!r}")
+    if isinstance(value, (int, float)):
+        return float(value)
+    if isinstance(value, str):
+        # YAML 1.1 reads "2e-4" as a string; accept it as the number it obviously is.
+        try:
+            return float(value)
+        except ValueError:
+            pass
+    raise UserError(f"config key {key}: expected a number, got {value!r}")

@@ -1,0 +1,116 @@
+"""MNIST loaded once into memory, and a sharded, seeded, resumable batch order.
+
+The whole split (47 MB as uint8) lives on the training device; batches are gathered by index and
+normalised on the fly, so there is no DataLoader, no worker and no host round trip per step.
+Each epoch's order is a permutation derived from (seed, epoch) alone, so a resumed run only needs
+the epoch and the position inside it to continue exactly.
+"""
+
+from __future__ import annotations
+
+import socket
+from pathlib import Path
+
+import torch
+from torchvision.datasets import MNIST
+
+from dcgan.config import DataConfig
+from dcgan.errors import UserError
+from dcgan.rng import derive_seed
+
+_RAW_FILES = (
+    "train-images-idx3-ubyte",
+    "train-labels-idx1-ubyte",
+    "t10k-images-idx3-ubyte",
+    "t10k-labels-idx1-ubyte",
+)
+_DOWNLOAD_TIMEOUT_S = 30
+
+
+def raw_folder(cfg: DataConfig) -> Path:
+    return Path(cfg.root) / "MNIST" / "raw"
+
+
+def missing_files(cfg: DataConfig) -> list[str]:
+    folder = raw_folder(cfg)
+    return [name for name in _RAW_FILES if not (folder / name).is_file()]
+
+
+def ensure_dataset(cfg: DataConfig) -> None:
+    """Download MNIST if it is missing and allowed; raise a one-line UserError if it stays missing.
+
+    Call on the main process only (other ranks wait): two ranks downloading into one folder race.
+    """
+    if not missing_files(cfg):
+        return
+    folder = raw_folder(cfg)
+    if cfg.download:
+        previous = socket.getdefaulttimeout()
+        socket.setdefaulttimeout(_DOWNLOAD_TIMEOUT_S)  # a silent network must not hang the job
+        try:
+            MNIST(cfg.root, train=True, download=True)
+        except (RuntimeError, OSError) as e:
+            reason = str(e).strip().splitlines()[-1] if str(e).strip() else type(e).__name__
+            raise UserError(
+                f"MNIST is missing and could not be downloaded ({reason}); put "
+                f"{', '.join(_RAW_FILES)} (decompressed) in {folder}/ or set data.root to a folder that has them"
+            ) from None
+        finally:
+            socket.setdefaulttimeout(previous)
+        return
+    raise UserError(
+        f"MNIST files missing in {folder}/: {', '.join(missing_files(cfg))}; put the decompressed IDX files "
+        "there, set data.root to a folder that has them, or set data.download=true"
+    )
+
+
+def load_images(cfg: DataConfig, train: bool = True) -> torch.Tensor:
+    """The split's images as one uint8 tensor of shape (N, 28, 28), white digits on black."""
+    try:
+        images = MNIST(cfg.root, train=train, download=False).data
+    except (AssertionError, RuntimeError, ValueError, OSError) as e:
+        raise UserError(f"cannot read MNIST from {raw_folder(cfg)}/ ({e or type(e).__name__})") from None
+    if images.dtype != torch.uint8 or images.dim() != 3 or tuple(images.shape[1:]) != (28, 28):
+        raise UserError(f"{raw_folder(cfg)}/ does not hold 28x28 MNIST images (found {tuple(images.shape)})")
+    if cfg.limit:
+        images = images[: cfg.limit]
+    return images
+
+
+def to_model_range(images: torch.Tensor, pixel_range: str) -> torch.Tensor:
+    """uint8 (B, 28, 28) -> float (B, 1, 28, 28) in [-1, 1] (`signed`) or [0, 1] (`unit`)."""
+    x = images.unsqueeze(1).float()
+    return x / 127.5 - 1.0 if pixel_range == "signed" else x / 255.0
+
+
+def from_model_range(images: torch.Tensor, pixel_range: str) -> torch.Tensor:
+    """Generator output -> [0, 1], the inverse of `to_model_range`, clamped."""
+    x = (images + 1.0) / 2.0 if pixel_range == "signed" else images
+    return x.clamp(0.0, 1.0)
+
+
+class ShardedBatches:
+    """This rank's batches of one epoch, as index rows into the in-memory split.
+
+    Step s of an epoch takes the global batch perm[s*W*B : (s+1)*W*B] and rank r its r-th slice of B,
+    so shards are disjoint, every rank runs the same number of steps (the last W*B-1 or fewer samples
+    of each permutation are left out, different ones each epoch), and the order is fixed by the seed.
+    """
+
+    def __init__(self, num_samples: int, batch_size: int, world_size: int, rank: int, seed: int):
+        global_batch = batch_size * world_size
+        if num_samples < global_batch:
+            raise UserError(
+                f"{num_samples} training images cannot fill one global batch of {global_batch} "
+                f"(train.batch_size={batch_size} x {world_size} processes); lower train.batch_size"
+            )
+        self.num_samples, self.batch_size = num_samples, batch_size
+        self.world_size, self.rank, self.seed = world_size, rank, seed
+        self.steps_per_epoch = num_samples // global_batch
+
+    def indices(self, epoch: int) -> torch.Tensor:
+        """(steps_per_epoch, batch_size) int64 indices for this rank in `epoch`."""
+        generator = torch.Generator().manual_seed(derive_seed(self.seed, "data", epoch))
+        perm = torch.randperm(self.num_samples, generator=generator)
+        used = perm[: self.steps_per_epoch * self.batch_size * self.world_size]
+        return used.view(self.steps_per_epoch, self.world_size, self.batch_size)[:, self.rank]

@@ -1,0 +1,61 @@
+"""The one distributed seam: the Accelerator, plus small helpers for agreeing across ranks.
+
+Everything that touches several processes goes through Accelerate; model code never sees it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any, TypeVar
+
+import torch
+from accelerate import Accelerator
+from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object
+
+from dcgan.config import Config
+from dcgan.errors import UserError
+
+T = TypeVar("T")
+
+
+def make_accelerator(cfg: Config) -> Accelerator:
+    precision = cfg.train.mixed_precision
+    if precision == "fp16" and (cfg.train.cpu or not torch.cuda.is_available()):
+        # Accelerate would silently train in fp32 here; say so instead.
+        raise UserError("train.mixed_precision=fp16 needs a CUDA GPU; on CPU use bf16 or no")
+    # D runs two forwards (real, fake) before one backward. With broadcast_buffers=True, DDP
+    # overwrites BatchNorm buffers in place between them, which raises an autograd error on
+    # torch 2.6 up to the fix in 2.14. Every rank updates its BN buffers from its own batches
+    # instead; buffers are not needed in sync for training, and sampling uses rank 0's.
+    ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
+    trackers = None if cfg.log.tracker == "none" else cfg.log.tracker
+    return Accelerator(
+        cpu=cfg.train.cpu,
+        mixed_precision=precision,
+        kwargs_handlers=[ddp],
+        log_with=trackers,
+        project_dir=cfg.output_dir,
+    )
+
+
+def on_main(accelerator: Accelerator, fn: Callable[[], T]) -> T:
+    """Run `fn` on the main process and hand its result to every rank.
+
+    A UserError raised there is raised on every rank too, so no rank is left waiting at a barrier.
+    """
+    box: list[Any] = [None]
+    if accelerator.is_main_process:
+        try:
+            box[0] = ("ok", fn())
+        except UserError as e:
+            box[0] = ("error", str(e))
+    broadcast_object_list(box)
+    kind, value = box[0]
+    if kind == "error":
+        raise UserError(value)
+    return value
+
+
+def gather_per_rank(accelerator: Accelerator, obj: T) -> list[T]:
+    """`obj` from every rank, in rank order, on every rank."""
+    return list(gather_object([obj])) if accelerator.num_processes > 1 else [obj]

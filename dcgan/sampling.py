@@ -1,0 +1,98 @@
+"""The shareable generator file and what is made from it: grids (PNG) and digit arrays (.npy).
+
+`generator.safetensors` holds G's weights and BatchNorm buffers; its metadata holds the model config
+and the pixel range it was trained on, so it loads with no training code, config or pickle.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import torch
+from safetensors import SafetensorError, safe_open
+from torchvision.utils import save_image
+
+from dcgan.checkpoint import GENERATOR_FORMAT, latest_valid, save_weights
+from dcgan.config import Config, ModelConfig, to_dict
+from dcgan.data import from_model_range
+from dcgan.errors import UserError
+from dcgan.models import Generator, build_generator
+
+GENERATOR_FILE = "generator.safetensors"
+
+
+def generator_metadata(cfg: Config, step: int) -> dict[str, str]:
+    return {
+        "format": GENERATOR_FORMAT,
+        "model": json.dumps(to_dict(cfg.model)),
+        "pixel_range": cfg.data.pixel_range,
+        "step": str(step),
+    }
+
+
+def export_generator(path: Path, generator: Generator, cfg: Config, step: int) -> None:
+    save_weights(path, generator.state_dict(), generator_metadata(cfg, step))
+
+
+def resolve_generator_file(path: Path) -> Path:
+    """A generator file, or a run folder: its final generator, else its newest valid checkpoint's."""
+    if path.is_file():
+        return path
+    if path.is_dir():
+        if (path / GENERATOR_FILE).is_file():
+            return path / GENERATOR_FILE
+        newest = latest_valid(path / "checkpoints")
+        if newest is not None:
+            return newest / GENERATOR_FILE
+        raise UserError(f"{path} holds no {GENERATOR_FILE} and no valid checkpoint; has the run saved yet?")
+    raise UserError(f"{path} does not exist; pass a run folder or a {GENERATOR_FILE} file")
+
+
+def load_generator(path: Path) -> tuple[Generator, str]:
+    """(generator in eval mode on CPU, its pixel range) from a file written by `export_generator`."""
+    file = resolve_generator_file(path)
+    try:
+        with safe_open(str(file), framework="pt") as f:
+            meta = f.metadata() or {}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{file} is not a readable safetensors file ({e})") from None
+    if meta.get("format") != GENERATOR_FORMAT:
+        raise UserError(f"{file} is not a dcgan generator (no '{GENERATOR_FORMAT}' metadata)")
+    try:
+        model_cfg = ModelConfig(**json.loads(meta["model"]))
+        generator = build_generator(model_cfg)
+        generator.load_state_dict(tensors)
+    except (KeyError, TypeError, ValueError, RuntimeError) as e:
+        raise UserError(f"{file} does not match the generator its metadata describes ({e})") from None
+    return generator.eval(), meta.get("pixel_range", "signed")
+
+
+@torch.no_grad()
+def generate(generator: Generator, n: int, seed: int, pixel_range: str) -> torch.Tensor:
+    """n images in [0, 1], shape (n, 1, 28, 28), from a seeded noise stream."""
+    device = next(generator.parameters()).device
+    noise = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
+    return from_model_range(generator(noise).float(), pixel_range).cpu()
+
+
+def save_grid(images: torch.Tensor, path: Path) -> None:
+    """A square-ish PNG grid of (N, 1, H, W) images in [0, 1]."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    save_image(images, str(path), nrow=math.ceil(math.sqrt(len(images))), padding=2)
+
+
+def write_samples(images: torch.Tensor, out: Path) -> None:
+    """`.png`: one grid; `.npy`: uint8 (N, 28, 28), white digit on black like MNIST itself."""
+    suffix = out.suffix.lower()
+    if suffix == ".png":
+        save_grid(images, out)
+    elif suffix == ".npy":
+        out.parent.mkdir(parents=True, exist_ok=True)
+        array = (images[:, 0] * 255).round().to(torch.uint8).numpy()
+        np.save(out, array)
+    else:
+        raise UserError(f"--out {out}: use a .png (grid) or .npy (uint8 array) file name")

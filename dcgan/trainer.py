@@ -1,0 +1,263 @@
+"""The GAN training loop: a D step then a G step per batch, each with its own optimiser.
+
+Distribution and precision come from the Accelerator (dcgan/distributed.py). Two DDP traps shape the
+step: D is called twice per D step (see the broadcast_buffers note there), and the G step must not
+all-reduce D's gradients, so it runs D under `no_sync` and back-propagates into G's parameters only.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+import yaml
+from torch.nn import functional as F
+
+from dcgan import checkpoint
+from dcgan.config import Config, to_dict
+from dcgan.data import ShardedBatches, ensure_dataset, from_model_range, load_images, to_model_range
+from dcgan.distributed import gather_per_rank, make_accelerator, on_main
+from dcgan.errors import UserError
+from dcgan.models import build_models
+from dcgan.rng import capture, derive_seed, restore
+from dcgan.sampling import GENERATOR_FILE, export_generator, save_grid
+
+METRICS = ("loss_D", "loss_G", "D_x", "D_G_z")
+FIXED_SAMPLES = 64
+
+
+@dataclass
+class Progress:
+    """Where training stands; with the RNG states, all a checkpoint needs to continue exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+
+class Trainer:
+    def __init__(self, cfg: Config):
+        self.cfg = cfg
+        self.accelerator = acc = make_accelerator(cfg)
+        self.run_dir = Path(cfg.output_dir)
+        resume_from = on_main(acc, self._prepare_run)
+
+        self.images = load_images(cfg.data).to(acc.device)
+        self.batches = ShardedBatches(
+            len(self.images), cfg.train.batch_size, acc.num_processes, acc.process_index, cfg.seed
+        )
+        torch.manual_seed(cfg.seed)  # identical initial weights on every rank
+        generator, discriminator = build_models(cfg.model)
+        opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas)
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas)
+        self.G, self.D, self.opt_g, self.opt_d = acc.prepare(generator, discriminator, opt_g, opt_d)
+        torch.manual_seed(derive_seed(cfg.seed, "torch", acc.process_index))
+        self.noise = torch.Generator(acc.device).manual_seed(derive_seed(cfg.seed, "noise", acc.process_index))
+        fixed = torch.Generator().manual_seed(derive_seed(cfg.seed, "fixed"))
+        self.fixed_noise = torch.randn(FIXED_SAMPLES, cfg.model.z_dim, generator=fixed).to(acc.device)
+        self.progress = Progress()
+        if resume_from is not None:
+            self._load(Path(resume_from))
+
+    # -- setup -------------------------------------------------------------------------------------
+
+    def _prepare_run(self) -> str | None:
+        """Main process: run folder, config.yaml, dataset, and which checkpoint to resume from."""
+        cfg = self.cfg
+        try:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        except OSError as e:
+            raise UserError(f"output_dir {self.run_dir} is not writable ({e.strerror})") from None
+        ensure_dataset(cfg.data)
+        ckpt_root = self.run_dir / "checkpoints"
+        if cfg.resume == "never":
+            if checkpoint.list_checkpoints(ckpt_root):
+                raise UserError(
+                    f"{ckpt_root} already holds checkpoints and resume=never would train over them; "
+                    "use resume=auto to continue, or another output_dir"
+                )
+            return None
+        if cfg.resume == "auto":
+            found = checkpoint.latest_valid(ckpt_root)
+            return str(found) if found else None
+        path = Path(cfg.resume)
+        if not path.is_dir():
+            raise UserError(f"resume={cfg.resume}: no such checkpoint folder (or use auto / never)")
+        return str(path)
+
+    def _load(self, path: Path) -> None:
+        acc = self.accelerator
+        g_state, d_state, state = checkpoint.load_checkpoint(path)
+        saved_model, model = state["model"], to_dict(self.cfg.model)
+        if saved_model != model:
+            diff = sorted(k for k in model if saved_model.get(k) != model[k])
+            keys = ", ".join(f"model.{k} ({saved_model.get(k)!r} -> {model[k]!r})" for k in diff)
+            raise UserError(f"cannot resume from {path}: the architecture changed: {keys}")
+        if state["world_size"] != acc.num_processes:
+            raise UserError(
+                f"cannot resume from {path}: it was written by {state['world_size']} processes, this run has "
+                f"{acc.num_processes}; the data order and RNG streams are per rank, so launch the same number"
+            )
+        acc.unwrap_model(self.G).load_state_dict(g_state)
+        acc.unwrap_model(self.D).load_state_dict(d_state)
+        self.opt_g.load_state_dict(state["optim_g"])
+        self.opt_d.load_state_dict(state["optim_d"])
+        if acc.scaler is not None and "scaler" in state:
+            acc.scaler.load_state_dict(state["scaler"])
+        restore(state["rng"][acc.process_index], self.noise)
+        self.progress = Progress(**state["progress"])
+        acc.print(f"resumed from {path} at step {self.progress.step}")
+
+    # -- one iteration -----------------------------------------------------------------------------
+
+    def train_step(self, real: torch.Tensor) -> torch.Tensor:
+        """One D step and one G step on this rank's batch; returns the METRICS as a detached tensor."""
+        z = torch.randn(real.shape[0], self.cfg.model.z_dim, device=real.device, generator=self.noise)
+        fake = self.G(z)
+        if self.cfg.train.g_first:
+            loss_g, d_g_z = self._g_step(fake)
+            loss_d, d_x = self._d_step(real, fake.detach())
+        else:
+            loss_d, d_x = self._d_step(real, fake.detach())
+            loss_g, d_g_z = self._g_step(fake)
+        return torch.stack([loss_d, loss_g, d_x, d_g_z]).detach().float()
+
+    def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        train = self.cfg.train
+        self.opt_d.zero_grad(set_to_none=True)
+        real_logits = self.D(real).float()
+        fake_logits = self.D(fake).float()
+        loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, train.real_label))
+        loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
+        loss = train.d_loss_scale * (loss_real + loss_fake)
+        self.accelerator.backward(loss)
+        self.opt_d.step()
+        return loss.detach(), torch.sigmoid(real_logits).mean().detach()
+
+    def _g_step(self, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        self.opt_g.zero_grad(set_to_none=True)
+        # D's forward and backward under no_sync: D's reducer neither expects nor all-reduces
+        # gradients, and `inputs=` keeps autograd from computing D's weight gradients at all.
+        with self.accelerator.no_sync(self.D):
+            logits = self.D(fake).float()
+            loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+            self.accelerator.backward(loss, inputs=list(self.G.parameters()))
+        self.opt_g.step()
+        return loss.detach(), torch.sigmoid(logits).mean().detach()
+
+    # -- the loop ----------------------------------------------------------------------------------
+
+    def total_steps(self) -> int:
+        total = self.cfg.train.epochs * self.batches.steps_per_epoch
+        return min(total, self.cfg.train.max_steps) if self.cfg.train.max_steps else total
+
+    def fit(self) -> None:
+        cfg, acc, p = self.cfg, self.accelerator, self.progress
+        total, per_epoch = self.total_steps(), self.batches.steps_per_epoch
+        acc.print(
+            f"training {total} steps ({per_epoch} per epoch) on {acc.num_processes} process(es), "
+            f"{acc.device.type}, precision {cfg.train.mixed_precision}, global batch "
+            f"{cfg.train.batch_size * acc.num_processes}; run folder {self.run_dir}"
+        )
+        if cfg.log.tracker != "none":
+            acc.init_trackers(cfg.log.project, config=to_dict(cfg), init_kwargs={"wandb": {"dir": cfg.output_dir}})
+        meter = _Meter(len(METRICS), acc.device)
+        saved_at = p.step
+        while p.step < total:
+            order = self.batches.indices(p.epoch).to(acc.device)
+            while p.batch_in_epoch < per_epoch and p.step < total:
+                real = to_model_range(self.images[order[p.batch_in_epoch]], cfg.data.pixel_range)
+                meter.add(self.train_step(real))
+                p.step += 1
+                p.batch_in_epoch += 1
+                if p.step % cfg.log.every_steps == 0 or p.step == total:
+                    self._log(meter)
+                if cfg.checkpoint.every_steps and p.step % cfg.checkpoint.every_steps == 0:
+                    saved_at = self.save()
+            if p.batch_in_epoch == per_epoch:
+                p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+                self._sample_fixed()
+                if saved_at != p.step:
+                    saved_at = self.save()
+        if saved_at != p.step:
+            self.save()
+        self._finish()
+
+    def _log(self, meter: _Meter) -> None:
+        acc, p = self.accelerator, self.progress
+        means, steps, seconds = meter.flush(acc)
+        values = dict(zip(METRICS, means, strict=True))
+        values["images_per_s"] = steps * self.cfg.train.batch_size * acc.num_processes / seconds
+        values["epoch"] = p.epoch + p.batch_in_epoch / self.batches.steps_per_epoch
+        acc.print(f"step {p.step}/{self.total_steps()} " + " ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        if self.cfg.log.tracker != "none":
+            acc.log(values, step=p.step)
+
+    def _sample_fixed(self) -> None:
+        if self.accelerator.is_main_process:
+            generator = self.accelerator.unwrap_model(self.G)
+            generator.eval()
+            with torch.no_grad():
+                images = from_model_range(generator(self.fixed_noise).float(), self.cfg.data.pixel_range)
+            generator.train()
+            save_grid(images.cpu(), self.run_dir / "samples" / f"step_{self.progress.step:07d}.png")
+
+    def save(self) -> int:
+        """Checkpoint the full training state (a collective: every rank must call it)."""
+        acc = self.accelerator
+        rng_states = gather_per_rank(acc, capture(self.noise))
+        if acc.is_main_process:
+            state = {
+                "optim_g": self.opt_g.state_dict(),
+                "optim_d": self.opt_d.state_dict(),
+                "progress": vars(self.progress).copy(),
+                "rng": rng_states,
+                "world_size": acc.num_processes,
+                "model": to_dict(self.cfg.model),
+            }
+            if acc.scaler is not None:
+                state["scaler"] = acc.scaler.state_dict()
+            checkpoint.save_checkpoint(
+                self.run_dir / "checkpoints",
+                self.progress.step,
+                acc.unwrap_model(self.G).state_dict(),
+                acc.unwrap_model(self.D).state_dict(),
+                state,
+                {"format": checkpoint.FORMAT, "step": str(self.progress.step)},
+                self.cfg.checkpoint.keep_last,
+            )
+        acc.wait_for_everyone()
+        return self.progress.step
+
+    def _finish(self) -> None:
+        acc = self.accelerator
+        if acc.is_main_process:
+            export_generator(self.run_dir / GENERATOR_FILE, acc.unwrap_model(self.G), self.cfg, self.progress.step)
+            self._sample_fixed()
+            acc.print(f"done: {self.run_dir / GENERATOR_FILE}")
+        acc.end_training()
+
+
+class _Meter:
+    """Sums per-step metrics on the device; the host reads them (and ranks average them) only at flush."""
+
+    def __init__(self, width: int, device: torch.device):
+        self.total = torch.zeros(width, device=device)
+        self.count = 0
+        self.started = time.perf_counter()
+
+    def add(self, values: torch.Tensor) -> None:
+        self.total += values
+        self.count += 1
+
+    def flush(self, accelerator) -> tuple[list[float], int, float]:
+        """(rank-averaged means since the last flush, steps since then, seconds since then)."""
+        means = accelerator.reduce(self.total / self.count, reduction="mean").tolist()
+        now = time.perf_counter()
+        steps, seconds = self.count, now - self.started
+        self.started, self.count = now, 0
+        self.total.zero_()
+        return means, steps, seconds
