@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import pickle
 import shutil
 import warnings
 from collections.abc import Callable
@@ -151,6 +152,11 @@ def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torc
         generator = load_file(str(path / "generator.safetensors"))
         discriminator = load_file(str(path / "discriminator.safetensors"))
         state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError:
+        raise UserError(
+            f"cannot resume from {path}: state.pt holds objects other than tensors and numbers; "
+            "refusing to unpickle them"
+        ) from None
     except (SafetensorError, RuntimeError, OSError) as e:
         raise UserError(f"cannot resume from {path}: {e}") from None
     return generator, discriminator, state

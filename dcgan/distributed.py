@@ -5,6 +5,7 @@ Everything that touches several processes goes through Accelerate; model code ne
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,13 +30,21 @@ def make_accelerator(cfg: Config) -> Accelerator:
     # instead; buffers are not needed in sync for training, and sampling uses rank 0's.
     ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
     trackers = None if cfg.log.tracker == "none" else cfg.log.tracker
-    return Accelerator(
-        cpu=cfg.train.cpu,
+    accelerator = Accelerator(
+        # Without cpu=True a `--multi_gpu` launch on a GPU-less host starts independent rank-0 processes.
+        cpu=cfg.train.cpu or not torch.cuda.is_available(),
         mixed_precision=precision,
         kwargs_handlers=[ddp],
         log_with=trackers,
         project_dir=cfg.output_dir,
     )
+    launched = int(os.environ.get("WORLD_SIZE", "1"))
+    if accelerator.num_processes != launched:
+        raise UserError(
+            f"the launcher started {launched} processes but they formed a group of {accelerator.num_processes}; "
+            "use a launch/ config (see launch/README.md)"
+        )
+    return accelerator
 
 
 def on_main(accelerator: Accelerator, fn: Callable[[], T]) -> T:

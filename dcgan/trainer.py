@@ -7,6 +7,7 @@ all-reduce D's gradients, so it runs D under `no_sync` and back-propagates into 
 
 from __future__ import annotations
 
+import json
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -193,17 +194,22 @@ class Trainer:
         values["images_per_s"] = steps * self.cfg.train.batch_size * acc.num_processes / seconds
         values["epoch"] = p.epoch + p.batch_in_epoch / self.batches.steps_per_epoch
         acc.print(f"step {p.step}/{self.total_steps()} " + " ".join(f"{k} {v:.4g}" for k, v in values.items()))
+        if acc.is_main_process:
+            with (self.run_dir / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps({"step": p.step, **values}) + "\n")
         if self.cfg.log.tracker != "none":
             acc.log(values, step=p.step)
 
     def _sample_fixed(self) -> None:
-        if self.accelerator.is_main_process:
+        """Main process: a grid from the run's fixed noise, through the unwrapped G in eval mode."""
+        path = self.run_dir / "samples" / f"step_{self.progress.step:07d}.png"
+        if self.accelerator.is_main_process and not path.exists():
             generator = self.accelerator.unwrap_model(self.G)
             generator.eval()
             with torch.no_grad():
                 images = from_model_range(generator(self.fixed_noise).float(), self.cfg.data.pixel_range)
             generator.train()
-            save_grid(images.cpu(), self.run_dir / "samples" / f"step_{self.progress.step:07d}.png")
+            save_grid(images.cpu(), path)
 
     def save(self) -> int:
         """Checkpoint the full training state (a collective: every rank must call it)."""

@@ -1,0 +1,75 @@
+"""Shared helpers: where the test MNIST lives, and running the real entry points as subprocesses."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file
+
+REPO = Path(__file__).resolve().parents[1]
+DATA_ROOT = Path(os.environ.get("DCGAN_TEST_DATA", REPO.parent / "shared" / "data"))
+SMOKE = REPO / "configs" / "smoke.yaml"
+
+
+def _env() -> dict[str, str]:
+    env = dict(os.environ)
+    env.update(OMP_NUM_THREADS="1", WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+    env.pop("ACCELERATE_USE_CPU", None)
+    return env
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def train_command(run_dir: Path, *overrides: str, nproc: int = 1) -> list[str]:
+    args = ["--config", str(SMOKE), f"output_dir={run_dir}", f"data.root={DATA_ROOT}", *overrides]
+    if nproc == 1:
+        return [sys.executable, str(REPO / "train.py"), *args]
+    return [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO / "launch" / "cpu_multiprocess.yaml"),
+        "--num_processes", str(nproc), "--main_process_port", str(free_port()),
+        str(REPO / "train.py"), *args,
+    ]  # fmt: skip
+
+
+def run_train(run_dir: Path, *overrides: str, nproc: int = 1, check: bool = True) -> subprocess.CompletedProcess:
+    """Train through the real entry point; `check` fails the test with the run's output on a non-zero exit."""
+    proc = subprocess.run(
+        train_command(run_dir, *overrides, nproc=nproc),
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
+    )  # fmt: skip
+    if check and proc.returncode != 0:
+        pytest.fail(f"training exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
+    return proc
+
+
+def read_metrics(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def load_weights(path: Path) -> dict[str, torch.Tensor]:
+    return load_file(str(path))
+
+
+def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> None:
+    assert a.keys() == b.keys()
+    for key in a:
+        assert torch.equal(a[key], b[key]), f"{key} differs"
+
+
+@pytest.fixture(scope="session")
+def data_root() -> Path:
+    if not (DATA_ROOT / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+        pytest.fail(f"test MNIST not found under {DATA_ROOT}; set DCGAN_TEST_DATA")
+    return DATA_ROOT

@@ -1,0 +1,77 @@
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+from safetensors.torch import save_file
+
+from conftest import REPO
+from dcgan.config import Config, ModelConfig
+from dcgan.errors import UserError
+from dcgan.models import build_models
+from dcgan.sampling import export_generator, generate, load_generator, write_samples
+
+
+@pytest.fixture
+def generator_file(tmp_path):
+    torch.manual_seed(0)
+    generator, _ = build_models(ModelConfig(z_dim=16))
+    cfg = Config(model=ModelConfig(z_dim=16))
+    path = tmp_path / "generator.safetensors"
+    export_generator(path, generator.eval(), cfg, step=7)
+    return path, generator
+
+
+def test_generator_file_round_trips_without_training_code(generator_file):
+    path, original = generator_file
+    loaded, pixel_range = load_generator(path)
+    assert pixel_range == "signed" and loaded.z_dim == 16 and not loaded.training
+    z = torch.randn(4, 16)
+    assert torch.equal(loaded(z), original(z))
+
+
+def test_foreign_safetensors_is_refused(tmp_path):
+    path = tmp_path / "other.safetensors"
+    save_file({"w": torch.zeros(2)}, str(path))
+    with pytest.raises(UserError, match="is not a dcgan generator"):
+        load_generator(path)
+    junk = tmp_path / "junk.safetensors"
+    junk.write_bytes(b"\x00" * 64)
+    with pytest.raises(UserError, match="is not a readable safetensors file"):
+        load_generator(junk)
+    with pytest.raises(UserError, match="does not exist"):
+        load_generator(tmp_path / "missing")
+
+
+def test_npy_is_uint8_white_on_black(tmp_path):
+    images = torch.zeros(2, 1, 28, 28)
+    images[:, :, 10:18, 12:16] = 1.0  # a bright stroke on a dark background
+    write_samples(images, tmp_path / "a.npy")
+    array = np.load(tmp_path / "a.npy")
+    assert array.shape == (2, 28, 28) and array.dtype == np.uint8
+    assert array[0, 0, 0] == 0 and array[0, 12, 13] == 255
+
+
+def test_sample_cli_png_and_npy(generator_file, tmp_path):
+    path, _ = generator_file
+    for out, check in [("grid.png", "png"), ("digits.npy", "npy")]:
+        proc = subprocess.run(
+            [sys.executable, "-m", "dcgan", "sample", str(path), "--n", "10", "--out", str(tmp_path / out)],
+            cwd=REPO, capture_output=True, text=True, timeout=120,
+        )  # fmt: skip
+        assert proc.returncode == 0, proc.stderr
+    assert Image.open(tmp_path / "grid.png").size == (4 * 30 + 2, 3 * 30 + 2)  # 10 images as 4 x 3
+    assert np.load(tmp_path / "digits.npy").shape == (10, 28, 28)
+
+
+def test_same_seed_same_samples(generator_file):
+    generator, pixel_range = load_generator(generator_file[0])
+    assert torch.equal(generate(generator, 3, 1, pixel_range), generate(generator, 3, 1, pixel_range))
+    assert not torch.equal(generate(generator, 3, 1, pixel_range), generate(generator, 3, 2, pixel_range))
+
+
+def test_bad_output_suffix(tmp_path):
+    with pytest.raises(UserError, match="use a .png"):
+        write_samples(torch.zeros(1, 1, 28, 28), tmp_path / "x.jpg")
