@@ -6,6 +6,7 @@ Everything that touches several processes goes through Accelerate; model code ne
 from __future__ import annotations
 
 import os
+import warnings
 from collections.abc import Callable
 from typing import Any, TypeVar
 
@@ -29,6 +30,9 @@ def make_accelerator(cfg: Config) -> Accelerator:
     # torch 2.6 up to the fix in 2.14. Every rank updates its BN buffers from its own batches
     # instead; buffers are not needed in sync for training, and sampling uses rank 0's.
     ddp = DistributedDataParallelKwargs(broadcast_buffers=False)
+    # torch 2.14 deprecates the flag for forward_sync_buffers, which Accelerate cannot pass yet; the
+    # old flag still does exactly what we want on every torch we allow.
+    warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
     trackers = None if cfg.log.tracker == "none" else cfg.log.tracker
     accelerator = Accelerator(
         # Without cpu=True a `--multi_gpu` launch on a GPU-less host starts independent rank-0 processes.

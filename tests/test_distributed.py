@@ -1,0 +1,59 @@
+"""Real 2-process CPU launches through `accelerate launch` and the project's launch/ config."""
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from conftest import REPO, SMOKE, _env, assert_same_tensors, free_port, load_weights, read_metrics, run_train
+from dcgan import checkpoint
+
+pytestmark = pytest.mark.slow
+
+
+def test_ddp_world_size_weight_equality_and_no_d_allreduce_in_g_step(tmp_path, data_root):
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch",
+        "--config_file", str(REPO / "launch" / "cpu_multiprocess.yaml"), "--main_process_port", str(free_port()),
+        str(REPO / "tests" / "dist_probe.py"), str(tmp_path), str(SMOKE),
+        f"output_dir={tmp_path / 'run'}", f"data.root={data_root}", "train.max_steps=6",
+    ]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for rank, report in enumerate(reports):
+        assert report["rank"] == rank
+        assert report["world_size"] == report["dist_world_size"] == 2
+        assert report["distributed_type"] == "DistributedType.MULTI_CPU"
+        assert report["steps"] == 6
+        # Each D step all-reduces D once (one bucket) and G never; each G step the reverse.
+        assert report["phases"]["d_step"] == [{"G": 0, "D": 1}] * 6
+        assert report["phases"]["g_step"] == [{"G": 1, "D": 0}] * 6
+        assert report["G_max_diff"] == 0.0 and report["D_max_diff"] == 0.0  # bitwise equal to rank 0
+    # Different data and different noise on each rank.
+    assert reports[0]["first_real_index"] != reports[1]["first_real_index"]
+    assert reports[0]["noise_sample"] != reports[1]["noise_sample"]
+
+
+def test_two_process_resume_is_bit_identical(tmp_path, data_root):
+    # 512 images / (16 x 2) = 16 steps per epoch; stop mid-epoch 1, finish mid-epoch 2.
+    full, split = tmp_path / "full", tmp_path / "split"
+    run_train(full, "train.max_steps=24", nproc=2)
+    run_train(split, "train.max_steps=11", nproc=2)
+    resumed = run_train(split, "train.max_steps=24", nproc=2)
+    assert "resumed from" in resumed.stdout and "at step 11" in resumed.stdout
+    assert_same_tensors(load_weights(full / "generator.safetensors"), load_weights(split / "generator.safetensors"))
+    last = checkpoint.checkpoint_name(24)
+    assert_same_tensors(
+        load_weights(full / "checkpoints" / last / "discriminator.safetensors"),
+        load_weights(split / "checkpoints" / last / "discriminator.safetensors"),
+    )
+    assert [m["step"] for m in read_metrics(split)] == [8, 11, 16, 24]
+
+
+def test_resume_with_another_world_size_is_refused(tmp_path, data_root):
+    run_train(tmp_path, "train.max_steps=3", nproc=2)
+    proc = run_train(tmp_path, "train.max_steps=6", check=False)
+    assert proc.returncode == 2
+    assert "it was written by 2 processes, this run has 1" in proc.stderr
