@@ -89,9 +89,7 @@ def save_checkpoint(
         save_weights(tmp / "generator.safetensors", generator, metadata)
         save_weights(tmp / "discriminator.safetensors", discriminator, metadata)
         write_atomic(tmp / "state.pt", lambda p: torch.save(state, p))
-        files = {
-            p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())
-        }
+        files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
         manifest = {"format": FORMAT, "step": step, "files": files}
         write_atomic(tmp / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=1)))
         if final.exists():  # a re-save of the same step (e.g. a resumed run ending where it began)

@@ -57,7 +57,7 @@ def load_generator(path: Path) -> tuple[Generator, str]:
     try:
         with safe_open(str(file), framework="pt") as f:
             meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}
+            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
     except (SafetensorError, OSError) as e:
         raise UserError(f"{file} is not a readable safetensors file ({e})") from None
     if meta.get("format") != GENERATOR_FORMAT:

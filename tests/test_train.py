@@ -1,0 +1,140 @@
+"""Single-process training through the real entry points (subprocesses, CPU)."""
+
+import math
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import torchvision
+import yaml
+from PIL import Image
+
+from conftest import REPO, _env, assert_same_tensors, load_weights, read_metrics, run_train
+from dcgan import checkpoint
+from dcgan.config import ModelConfig
+from dcgan.models import build_models
+from dcgan.sampling import generate, load_generator
+
+
+def test_smoke_run_writes_the_run_folder(tmp_path, data_root):
+    proc = run_train(tmp_path)
+    assert "done:" in proc.stdout and proc.stderr.count("Traceback") == 0
+    resolved = yaml.safe_load((tmp_path / "config.yaml").read_text())
+    assert resolved["output_dir"] == str(tmp_path) and resolved["train"]["batch_size"] == 16
+    # 2 epochs x 32 steps; checkpoints every 20 steps and at epoch ends, the newest 2 kept.
+    assert [p.name for p in checkpoint.list_checkpoints(tmp_path / "checkpoints")] == ["step_0000060", "step_0000064"]
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == ["step_0000032.png", "step_0000064.png"]
+    assert Image.open(tmp_path / "samples" / "step_0000064.png").size == (242, 242)  # 8 x 8 grid
+    steps = [m["step"] for m in read_metrics(tmp_path)]
+    assert steps == list(range(8, 65, 8))
+    generator, pixel_range = load_generator(tmp_path / "generator.safetensors")
+    assert generate(generator, 4, 0, pixel_range).shape == (4, 1, 28, 28)
+
+
+def test_resume_mid_epoch_is_bit_identical(tmp_path, data_root):
+    full, split = tmp_path / "full", tmp_path / "split"
+    run_train(full, "train.max_steps=44")
+    run_train(split, "train.max_steps=21")  # stops mid-epoch 0 (32 steps per epoch)
+    assert not (split / "samples" / "step_0000032.png").exists()
+    proc = run_train(split, "train.max_steps=44")
+    assert "resumed from" in proc.stdout and "at step 21" in proc.stdout
+    assert_same_tensors(load_weights(full / "generator.safetensors"), load_weights(split / "generator.safetensors"))
+    a, b = (checkpoint.load_checkpoint(run / "checkpoints" / "step_0000044") for run in (full, split))
+    assert_same_tensors(a[1], b[1])  # discriminator
+    assert a[2]["progress"] == b[2]["progress"] == {"step": 44, "epoch": 1, "batch_in_epoch": 12}
+    for key in ("optim_g", "optim_d"):
+        for pa, pb in zip(a[2][key]["state"].values(), b[2][key]["state"].values(), strict=True):
+            assert all(torch.equal(pa[k], pb[k]) for k in pa)
+    # The fixed-noise grid of epoch 1 is the same picture in both runs.
+    grid = "samples/step_0000032.png"
+    assert (full / grid).read_bytes() == (split / grid).read_bytes()
+
+
+def test_bf16_autocast_on_cpu(tmp_path, data_root):
+    run_train(tmp_path / "bf16", "train.mixed_precision=bf16", "train.max_steps=16")
+    run_train(tmp_path / "fp32", "train.max_steps=16")
+    bf16, fp32 = read_metrics(tmp_path / "bf16"), read_metrics(tmp_path / "fp32")
+    assert all(math.isfinite(m[k]) for m in bf16 for k in ("loss_D", "loss_G"))
+    # bf16 really ran (Accelerate does not fall back to fp32 silently) and stayed close to fp32.
+    assert bf16[0]["loss_D"] != fp32[0]["loss_D"]
+    assert bf16[0]["loss_D"] == pytest.approx(fp32[0]["loss_D"], rel=0.1)
+    weights = load_weights(tmp_path / "bf16" / "generator.safetensors")
+    assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())  # fp32 masters
+
+
+def _one_error_line(proc: subprocess.CompletedProcess) -> str:
+    assert proc.returncode == 2, proc.stderr[-3000:]
+    lines = proc.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("dcgan: error: "), proc.stderr[-3000:]
+    return lines[0]
+
+
+def test_fp16_on_cpu_is_refused(tmp_path, data_root):
+    line = _one_error_line(run_train(tmp_path, "train.mixed_precision=fp16", check=False))
+    assert "fp16 needs a CUDA GPU; on CPU use bf16 or no" in line
+
+
+def test_config_error_before_any_work(tmp_path, data_root):
+    line = _one_error_line(run_train(tmp_path / "run", "train.batchsize=3", check=False))
+    assert "unknown config key train.batchsize (did you mean train.batch_size?)" in line
+    assert not (tmp_path / "run").exists()
+
+
+def test_unwritable_output_dir(tmp_path, data_root):
+    (tmp_path / "file").write_text("")
+    line = _one_error_line(run_train(tmp_path / "file" / "run", check=False))
+    assert "is not writable" in line
+
+
+def test_resume_refusals(tmp_path, data_root):
+    run_train(tmp_path, "train.max_steps=4")
+    line = _one_error_line(run_train(tmp_path, "resume=never", check=False))
+    assert "already holds checkpoints and resume=never would train over them" in line
+    line = _one_error_line(run_train(tmp_path, "model.z_dim=64", check=False))
+    assert "the architecture changed: model.z_dim (100 -> 64)" in line
+    line = _one_error_line(run_train(tmp_path, f"resume={tmp_path / 'nope'}", check=False))
+    assert "no such checkpoint folder" in line
+    # An explicit checkpoint path works.
+    proc = run_train(tmp_path, f"resume={tmp_path / 'checkpoints' / 'step_0000004'}", "train.max_steps=6")
+    assert "at step 4" in proc.stdout
+
+
+def test_entry_points(tmp_path, data_root):
+    console_script = str(Path(sys.executable).parent / "dcgan")  # installed by pip with the package
+    for command in ([sys.executable, "-m", "dcgan", "--help"], [console_script, "train", "--help"]):
+        proc = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0 and "usage:" in proc.stdout
+    proc = subprocess.run(
+        [sys.executable, "-m", "dcgan", "train", "--config", str(REPO / "configs" / "smoke.yaml"),
+         f"output_dir={tmp_path}", f"data.root={data_root}", "train.max_steps=2"],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (tmp_path / "generator.safetensors").is_file()
+
+
+def _mean_image_correlation(images: torch.Tensor, reference: torch.Tensor) -> float:
+    a, b = images.mean(0).flatten(), reference.mean(0).flatten()
+    a, b = a - a.mean(), b - b.mean()
+    return float(a @ b / (a.norm() * b.norm()))
+
+
+@pytest.mark.slow
+def test_short_real_mnist_run_learns(tmp_path, data_root):
+    """200 steps of the default recipe on the full split: the losses and samples move as a GAN's should."""
+    run_train(tmp_path, "data.limit=0", "train.batch_size=32", "train.epochs=1", "train.max_steps=200",
+              "log.every_steps=10", "checkpoint.every_steps=0")  # fmt: skip
+    metrics = read_metrics(tmp_path)
+    assert all(math.isfinite(m[k]) for m in metrics for k in ("loss_D", "loss_G", "D_x", "D_G_z"))
+    assert all(m["D_x"] > m["D_G_z"] for m in metrics)  # D tells real from fake
+    assert metrics[0]["loss_D"] < 2 * math.log(2)  # D learns at once from its chance-level start
+    assert sum(m["loss_G"] for m in metrics[-5:]) / 5 > metrics[0]["loss_G"]  # and G's loss rises with it
+    real = torchvision.datasets.MNIST(str(data_root)).data[:2000].float() / 255
+    trained, pixel_range = load_generator(tmp_path)
+    torch.manual_seed(0)
+    untrained = build_models(ModelConfig())[0].eval()
+    # The generated digits' mean image has MNIST's shape (a bright centre stroke, dark borders).
+    assert _mean_image_correlation(generate(trained, 512, 0, pixel_range)[:, 0], real) > 0.7
+    assert _mean_image_correlation(generate(untrained, 512, 0, "signed")[:, 0], real) < 0.3
