@@ -145,6 +145,21 @@ def to_dict(cfg: Any) -> dict[str, Any]:
     return out
 
 
+def to_flat_dict(cfg: Any) -> dict[str, Any]:
+    """The config as `section.key: scalar` pairs (lists as text), the shape trackers' hparams want."""
+    flat: dict[str, Any] = {}
+
+    def walk(node: dict[str, Any], prefix: str) -> None:
+        for key, value in node.items():
+            if isinstance(value, dict):
+                walk(value, f"{prefix}{key}.")
+            else:
+                flat[prefix + key] = str(value) if isinstance(value, list) or value is None else value
+
+    walk(to_dict(cfg), "")
+    return flat
+
+
 def _plain(value: Any) -> Any:
     return list(value) if isinstance(value, tuple) else value
 

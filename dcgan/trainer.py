@@ -17,7 +17,7 @@ import yaml
 from torch.nn import functional as F
 
 from dcgan import checkpoint
-from dcgan.config import Config, to_dict
+from dcgan.config import Config, to_dict, to_flat_dict
 from dcgan.data import ShardedBatches, ensure_dataset, from_model_range, load_images, to_model_range
 from dcgan.distributed import gather_per_rank, make_accelerator, on_main
 from dcgan.errors import UserError
@@ -164,7 +164,7 @@ class Trainer:
             f"{cfg.train.batch_size * acc.num_processes}; run folder {self.run_dir}"
         )
         if cfg.log.tracker != "none":
-            acc.init_trackers(cfg.log.project, config=to_dict(cfg), init_kwargs={"wandb": {"dir": cfg.output_dir}})
+            acc.init_trackers(cfg.log.project, to_flat_dict(cfg), init_kwargs={"wandb": {"dir": cfg.output_dir}})
         meter = _Meter(len(METRICS), acc.device)
         saved_at = p.step
         while p.step < total:
@@ -245,6 +245,10 @@ class Trainer:
             self._sample_fixed()
             acc.print(f"done: {self.run_dir / GENERATOR_FILE}")
         acc.end_training()
+        if self.cfg.log.tracker == "wandb" and acc.is_main_process:
+            import wandb
+
+            wandb.teardown()  # end_training leaves W&B's background service running
 
 
 class _Meter:

@@ -13,8 +13,24 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
+from dcgan.config import DataConfig
+from dcgan.data import ensure_dataset
+from dcgan.errors import UserError
+
 REPO = Path(__file__).resolve().parents[1]
-DATA_ROOT = Path(os.environ.get("DCGAN_TEST_DATA", REPO.parent / "shared" / "data"))
+
+
+def _find_data_root() -> Path:
+    """DCGAN_TEST_DATA, else the machines' shared copy, else the repo's data/ (where training downloads)."""
+    if "DCGAN_TEST_DATA" in os.environ:
+        return Path(os.environ["DCGAN_TEST_DATA"])
+    for candidate in (REPO.parent / "shared" / "data", REPO / "data"):
+        if (candidate / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
+            return candidate
+    return REPO / "data"
+
+
+DATA_ROOT = _find_data_root()
 SMOKE = REPO / "configs" / "smoke.yaml"
 
 
@@ -70,6 +86,9 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
 
 @pytest.fixture(scope="session")
 def data_root() -> Path:
-    if not (DATA_ROOT / "MNIST" / "raw" / "train-images-idx3-ubyte").is_file():
-        pytest.fail(f"test MNIST not found under {DATA_ROOT}; set DCGAN_TEST_DATA")
+    """The real MNIST, downloaded into the repo's data/ on first use if no copy is found."""
+    try:
+        ensure_dataset(DataConfig(root=str(DATA_ROOT), download=True))
+    except UserError as e:
+        pytest.fail(f"{e} (or set DCGAN_TEST_DATA to a folder holding MNIST/raw/)")
     return DATA_ROOT
