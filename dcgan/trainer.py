@@ -8,6 +8,7 @@ all-reduce D's gradients, so it runs D under `no_sync` and back-propagates into 
 from __future__ import annotations
 
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -61,15 +62,19 @@ class Trainer:
         self.progress = Progress()
         if resume_from is not None:
             self._load(Path(resume_from))
+        if acc.is_main_process:  # only once the run is accepted: a refused resume leaves the folder as it was
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
     # -- setup -------------------------------------------------------------------------------------
 
     def _prepare_run(self) -> str | None:
-        """Main process: run folder, config.yaml, dataset, and which checkpoint to resume from."""
+        """Main process: a writable run folder, the dataset, and which checkpoint to resume from."""
         cfg = self.cfg
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+            probe = self.run_dir / f".write-test-{os.getpid()}"
+            probe.write_text("")
+            probe.unlink()
         except OSError as e:
             raise UserError(f"output_dir {self.run_dir} is not writable ({e.strerror})") from None
         ensure_dataset(cfg.data)
@@ -89,19 +94,25 @@ class Trainer:
             raise UserError(f"resume={cfg.resume}: no such checkpoint folder (or use auto / never)")
         return str(path)
 
+    def _layout(self) -> dict[str, int]:
+        """What fixes the data order and the per-rank streams; a resumed run must match it exactly."""
+        return {
+            "world_size": self.accelerator.num_processes,
+            "batch_size": self.cfg.train.batch_size,
+            "num_samples": self.batches.num_samples,
+        }
+
     def _load(self, path: Path) -> None:
         acc = self.accelerator
         g_state, d_state, state = checkpoint.load_checkpoint(path)
-        saved_model, model = state["model"], to_dict(self.cfg.model)
-        if saved_model != model:
-            diff = sorted(k for k in model if saved_model.get(k) != model[k])
-            keys = ", ".join(f"model.{k} ({saved_model.get(k)!r} -> {model[k]!r})" for k in diff)
-            raise UserError(f"cannot resume from {path}: the architecture changed: {keys}")
-        if state["world_size"] != acc.num_processes:
-            raise UserError(
-                f"cannot resume from {path}: it was written by {state['world_size']} processes, this run has "
-                f"{acc.num_processes}; the data order and RNG streams are per rank, so launch the same number"
-            )
+        for section, saved, now in (("model", state["model"], to_dict(self.cfg.model)),
+                                    ("run layout", state["layout"], self._layout())):  # fmt: skip
+            if saved != now:
+                diff = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in sorted(now) if saved.get(k) != now[k])
+                raise UserError(
+                    f"cannot resume from {path}: the {section} changed ({diff}); "
+                    "resume with the same settings and number of processes, or start a new output_dir"
+                )
         acc.unwrap_model(self.G).load_state_dict(g_state)
         acc.unwrap_model(self.D).load_state_dict(d_state)
         self.opt_g.load_state_dict(state["optim_g"])
@@ -178,7 +189,7 @@ class Trainer:
                     self._log(meter)
                 if cfg.checkpoint.every_steps and p.step % cfg.checkpoint.every_steps == 0:
                     saved_at = self.save()
-            if p.batch_in_epoch == per_epoch:
+            if p.batch_in_epoch >= per_epoch:
                 p.epoch, p.batch_in_epoch = p.epoch + 1, 0
                 self._sample_fixed()
                 if saved_at != p.step:
@@ -221,7 +232,7 @@ class Trainer:
                 "optim_d": self.opt_d.state_dict(),
                 "progress": vars(self.progress).copy(),
                 "rng": rng_states,
-                "world_size": acc.num_processes,
+                "layout": self._layout(),
                 "model": to_dict(self.cfg.model),
             }
             if acc.scaler is not None:

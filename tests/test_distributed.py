@@ -56,4 +56,4 @@ def test_resume_with_another_world_size_is_refused(tmp_path, data_root):
     run_train(tmp_path, "train.max_steps=3", nproc=2)
     proc = run_train(tmp_path, "train.max_steps=6", check=False)
     assert proc.returncode == 2
-    assert "it was written by 2 processes, this run has 1" in proc.stderr
+    assert "the run layout changed (world_size 2 -> 1)" in proc.stderr

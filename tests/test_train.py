@@ -93,7 +93,10 @@ def test_resume_refusals(tmp_path, data_root):
     line = _one_error_line(run_train(tmp_path, "resume=never", check=False))
     assert "already holds checkpoints and resume=never would train over them" in line
     line = _one_error_line(run_train(tmp_path, "model.z_dim=64", check=False))
-    assert "the architecture changed: model.z_dim (100 -> 64)" in line
+    assert "the model changed (z_dim 100 -> 64)" in line
+    assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["z_dim"] == 100  # left as it was
+    line = _one_error_line(run_train(tmp_path, "train.batch_size=8", check=False))
+    assert "the run layout changed (batch_size 16 -> 8)" in line
     line = _one_error_line(run_train(tmp_path, f"resume={tmp_path / 'nope'}", check=False))
     assert "no such checkpoint folder" in line
     # An explicit checkpoint path works.
