@@ -6,7 +6,17 @@ import sys
 
 import pytest
 
-from conftest import REPO, SMOKE, _env, assert_same_tensors, free_port, load_weights, read_metrics, run_train
+from conftest import (
+    REPO,
+    SMOKE,
+    _env,
+    assert_same_tensors,
+    free_port,
+    load_weights,
+    read_metrics,
+    run_train,
+    train_command,
+)
 from dcgan import checkpoint
 
 pytestmark = pytest.mark.slow
@@ -57,3 +67,14 @@ def test_resume_with_another_world_size_is_refused(tmp_path, data_root):
     proc = run_train(tmp_path, "train.max_steps=6", check=False)
     assert proc.returncode == 2
     assert "the run layout changed (world_size 2 -> 1)" in proc.stderr
+
+
+def test_user_error_on_the_main_rank_stops_every_rank_once(tmp_path, data_root):
+    """Missing data is found on rank 0 only; rank 1 must stop too instead of waiting at a barrier."""
+    proc = subprocess.run(
+        train_command(tmp_path / "run", f"data.root={tmp_path / 'empty'}", "data.download=false", nproc=2),
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120,
+    )  # fmt: skip
+    assert proc.returncode != 0
+    ours = [line for line in proc.stderr.splitlines() if line.startswith("dcgan: error:")]
+    assert len(ours) == 1 and "MNIST files missing in" in ours[0], proc.stderr[-3000:]
