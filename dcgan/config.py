@@ -173,7 +173,7 @@ def load_config(path: str | Path | None = None, overrides: list[str] | tuple[str
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise UserError(f"override {item!r} is not KEY=VALUE (for example train.epochs=5)")
-        _set_dotted(raw, key.strip(), _parse_scalar(text))
+        _set_dotted(raw, key.strip(), _Text(text))
     cfg = _build(Config, raw, prefix="")
     cfg.validate()
     return cfg
@@ -197,11 +197,21 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
+class _Text(str):
+    """An override's value as typed; parsed as YAML only where the field is not a string."""
+
+
 def _parse_scalar(text: str) -> Any:
     try:
         return yaml.safe_load(text)
     except yaml.YAMLError:
         return text
+
+
+def _wants_text(hint: Any) -> bool:
+    if typing.get_origin(hint) is Literal:
+        return all(isinstance(a, str) for a in typing.get_args(hint))
+    return hint is str
 
 
 def _set_dotted(raw: dict[str, Any], key: str, value: Any) -> None:
@@ -243,6 +253,9 @@ def _unknown_key(key: str, known: list[str]) -> str:
 
 def _coerce(value: Any, hint: Any, key: str) -> Any:
     """Check `value` against a field's annotation; ints widen to floats, numeric strings parse."""
+    if isinstance(value, _Text):
+        # `train.mixed_precision=no` means the string "no", not YAML 1.1's boolean false.
+        value = str(value) if _wants_text(hint) else _parse_scalar(value)
     origin = typing.get_origin(hint)
     args = typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
@@ -252,7 +265,8 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
         return _coerce(value, inner, key)
     if origin is Literal:
         if value not in args:
-            raise UserError(f"config key {key}: must be one of {', '.join(map(str, args))}, got {value!r}")
+            hint_text = ' (YAML reads unquoted no/off as false: write "no")' if isinstance(value, bool) else ""
+            raise UserError(f"config key {key}: must be one of {', '.join(map(str, args))}, got {value!r}{hint_text}")
         return value
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):

@@ -32,6 +32,16 @@ def test_overrides_are_typed():
     assert cfg.train.max_steps is None
     assert cfg.optim.betas == (0.0, 0.9)
     assert load_config(None, ["train.max_steps=7"]).train.max_steps == 7
+    # Strings stay strings on the command line, even those YAML 1.1 would read as booleans.
+    assert load_config(None, ["train.mixed_precision=no"]).train.mixed_precision == "no"
+    assert load_config(None, ["output_dir=123", "resume=on"]).output_dir == "123"
+
+
+def test_unquoted_no_in_a_yaml_file_explains_itself(tmp_path):
+    path = tmp_path / "c.yaml"
+    path.write_text("train:\n  mixed_precision: no\n")
+    with pytest.raises(UserError, match='YAML reads unquoted no/off as false: write "no"'):
+        load_config(path)
 
 
 def test_override_wins_over_file(tmp_path):

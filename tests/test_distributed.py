@@ -22,12 +22,13 @@ from dcgan import checkpoint
 pytestmark = pytest.mark.slow
 
 
-def test_ddp_world_size_weight_equality_and_no_d_allreduce_in_g_step(tmp_path, data_root):
+@pytest.mark.parametrize("order", ["train.g_first=false", "train.g_first=true"])
+def test_ddp_world_size_weight_equality_and_no_d_allreduce_in_g_step(tmp_path, data_root, order):
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(REPO / "launch" / "cpu_multiprocess.yaml"), "--main_process_port", str(free_port()),
         str(REPO / "tests" / "dist_probe.py"), str(tmp_path), str(SMOKE),
-        f"output_dir={tmp_path / 'run'}", f"data.root={data_root}", "train.max_steps=6",
+        f"output_dir={tmp_path / 'run'}", f"data.root={data_root}", "train.max_steps=6", order,
     ]  # fmt: skip
     proc = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-5000:]

@@ -33,12 +33,14 @@ def test_smoke_run_writes_the_run_folder(tmp_path, data_root):
     assert generate(generator, 4, 0, pixel_range).shape == (4, 1, 28, 28)
 
 
-def test_resume_mid_epoch_is_bit_identical(tmp_path, data_root):
+@pytest.mark.parametrize("precision", ["no", "bf16"])
+def test_resume_mid_epoch_is_bit_identical(tmp_path, data_root, precision):
     full, split = tmp_path / "full", tmp_path / "split"
-    run_train(full, "train.max_steps=44")
-    run_train(split, "train.max_steps=21")  # stops mid-epoch 0 (32 steps per epoch)
+    mp = f"train.mixed_precision={precision}"
+    run_train(full, "train.max_steps=44", mp)
+    run_train(split, "train.max_steps=21", mp)  # stops mid-epoch 0 (32 steps per epoch)
     assert not (split / "samples" / "step_0000032.png").exists()
-    proc = run_train(split, "train.max_steps=44")
+    proc = run_train(split, "train.max_steps=44", mp)
     assert "resumed from" in proc.stdout and "at step 21" in proc.stdout
     assert_same_tensors(load_weights(full / "generator.safetensors"), load_weights(split / "generator.safetensors"))
     a, b = (checkpoint.load_checkpoint(run / "checkpoints" / "step_0000044") for run in (full, split))
@@ -62,6 +64,16 @@ def test_bf16_autocast_on_cpu(tmp_path, data_root):
     assert bf16[0]["loss_D"] == pytest.approx(fp32[0]["loss_D"], rel=0.1)
     weights = load_weights(tmp_path / "bf16" / "generator.safetensors")
     assert all(t.dtype == torch.float32 for t in weights.values() if t.is_floating_point())  # fp32 masters
+
+
+def test_seed_faithful_recipe_runs(tmp_path, data_root):
+    """The tutorial's order and targets (G first, label 0.9, halved D loss, [0, 1] images) on the smoke data."""
+    run_train(tmp_path, "train.g_first=true", "train.real_label=0.9", "train.d_loss_scale=0.5",
+              "data.pixel_range=unit", "train.max_steps=16")  # fmt: skip
+    metrics = read_metrics(tmp_path)
+    assert all(math.isfinite(m["loss_D"]) and math.isfinite(m["loss_G"]) for m in metrics)
+    generator, pixel_range = load_generator(tmp_path)
+    assert pixel_range == "unit"  # sampling maps the output back with the range it was trained on
 
 
 def _one_error_line(proc: subprocess.CompletedProcess) -> str:
