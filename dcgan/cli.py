@@ -25,6 +25,10 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     sample.add_argument("--out", type=Path, required=True, help="FILE.png (grid) or FILE.npy (uint8 N x 28 x 28)")
     sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+
+    gif = sub.add_parser("gif", help="(re)write RUN_DIR/progress.gif from the run's fixed-noise grids")
+    gif.add_argument("run_dir", type=Path)
+    gif.add_argument("--out", type=Path, help="default: RUN_DIR/progress.gif")
     return parser
 
 
@@ -46,10 +50,18 @@ def _sample(args: argparse.Namespace) -> None:
     print(f"wrote {args.n} samples to {args.out}")
 
 
+def _gif(args: argparse.Namespace) -> None:
+    from dcgan.pictures import make_gif
+
+    out = args.out or args.run_dir / "progress.gif"
+    frames = make_gif(args.run_dir / "samples", out)
+    print(f"wrote {out} ({frames} frames)")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        {"train": _train, "sample": _sample}[args.command](args)
+        {"train": _train, "sample": _sample, "gif": _gif}[args.command](args)
     except UserError as e:
         # Every rank of a launch hits the same error; one line from the first is enough.
         if os.environ.get("RANK", "0") == "0":

@@ -89,11 +89,20 @@ class LogConfig:
     tracker: Literal["wandb", "tensorboard", "none"] = "none"
     every_steps: int = 100
     """Print (and send to the tracker) rank-averaged metrics this often; the only host syncs."""
+    sample_every: int = 1000
+    """A fixed-noise sample grid this often, and at every epoch end (0 = epoch ends only)."""
     project: str = "dcgan"
     """Tracker project name."""
+    entity: str = ""
+    """W&B entity (team or user); empty uses your default."""
+    run_name: str = ""
+    """Tracker run name; empty lets the tracker choose."""
+    tags: tuple[str, ...] = ()
+    """W&B tags."""
 
     def validate(self) -> None:
         _check(self.every_steps >= 1, "log.every_steps", "must be >= 1")
+        _check(self.sample_every >= 0, "log.sample_every", "must be >= 0")
 
 
 @dataclass
@@ -268,6 +277,10 @@ def _coerce(value: Any, hint: Any, key: str) -> Any:
             hint_text = ' (YAML reads unquoted no/off as false: write "no")' if isinstance(value, bool) else ""
             raise UserError(f"config key {key}: must be one of {', '.join(map(str, args))}, got {value!r}{hint_text}")
         return value
+    if origin is tuple and args[-1] is Ellipsis:
+        if not isinstance(value, (list, tuple)):
+            raise UserError(f"config key {key}: expected a list, got {value!r}")
+        return tuple(_coerce(v, args[0], f"{key}[{i}]") for i, v in enumerate(value))
     if origin is tuple:
         if not isinstance(value, (list, tuple)) or len(value) != len(args):
             raise UserError(f"config key {key}: expected a list of {len(args)} values, got {value!r}")

@@ -13,7 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from safetensors import SafetensorError, safe_open
-from torchvision.utils import save_image
+from torchvision.utils import make_grid, save_image
 
 from dcgan.checkpoint import GENERATOR_FORMAT, latest_valid, save_weights
 from dcgan.config import Config, ModelConfig, to_dict
@@ -79,10 +79,12 @@ def generate(generator: Generator, n: int, seed: int, pixel_range: str) -> torch
     return from_model_range(generator(noise).float(), pixel_range).cpu()
 
 
-def save_grid(images: torch.Tensor, path: Path) -> None:
-    """A square-ish PNG grid of (N, 1, H, W) images in [0, 1]."""
+def save_grid(images: torch.Tensor, path: Path) -> torch.Tensor:
+    """Write a square-ish PNG grid of (N, 1, H, W) images in [0, 1]; returns the (3, H, W) grid."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    save_image(images, str(path), nrow=math.ceil(math.sqrt(len(images))), padding=2)
+    grid = make_grid(images, nrow=math.ceil(math.sqrt(len(images))), padding=2)
+    save_image(grid, str(path))
+    return grid
 
 
 def write_samples(images: torch.Tensor, out: Path) -> None:

@@ -7,7 +7,6 @@ all-reduce D's gradients, so it runs D under `no_sync` and back-propagates into 
 
 from __future__ import annotations
 
-import json
 import os
 import time
 from dataclasses import dataclass
@@ -18,13 +17,15 @@ import yaml
 from torch.nn import functional as F
 
 from dcgan import checkpoint
-from dcgan.config import Config, to_dict, to_flat_dict
+from dcgan.config import Config, to_dict
 from dcgan.data import ShardedBatches, ensure_dataset, from_model_range, load_images, to_model_range
 from dcgan.distributed import gather_per_rank, make_accelerator, on_main
 from dcgan.errors import UserError
 from dcgan.models import build_models
+from dcgan.pictures import make_gif, plot_losses
 from dcgan.rng import capture, derive_seed, restore
 from dcgan.sampling import GENERATOR_FILE, export_generator, save_grid
+from dcgan.tracking import RunLog
 
 METRICS = ("loss_D", "loss_G", "D_x", "D_G_z")
 FIXED_SAMPLES = 64
@@ -59,6 +60,8 @@ class Trainer:
         self.noise = torch.Generator(acc.device).manual_seed(derive_seed(cfg.seed, "noise", acc.process_index))
         fixed = torch.Generator().manual_seed(derive_seed(cfg.seed, "fixed"))
         self.fixed_noise = torch.randn(FIXED_SAMPLES, cfg.model.z_dim, generator=fixed).to(acc.device)
+        self.grad_norms = torch.zeros(2, device=acc.device)
+        self._measure = False
         self.progress = Progress()
         if resume_from is not None:
             self._load(Path(resume_from))
@@ -125,8 +128,12 @@ class Trainer:
 
     # -- one iteration -----------------------------------------------------------------------------
 
-    def train_step(self, real: torch.Tensor) -> torch.Tensor:
-        """One D step and one G step on this rank's batch; returns the METRICS as a detached tensor."""
+    def train_step(self, real: torch.Tensor, measure: bool = False) -> torch.Tensor:
+        """One D step and one G step on this rank's batch; returns the METRICS as a detached tensor.
+
+        With `measure`, both networks' gradient norms are kept in `self.grad_norms` (D, G).
+        """
+        self._measure = measure
         z = torch.randn(real.shape[0], self.cfg.model.z_dim, device=real.device, generator=self.noise)
         fake = self.G(z)
         if self.cfg.train.g_first:
@@ -137,6 +144,14 @@ class Trainer:
             loss_g, d_g_z = self._g_step(fake)
         return torch.stack([loss_d, loss_g, d_x, d_g_z]).detach().float()
 
+    def _grad_norm(self, index: int, module: torch.nn.Module, optimizer) -> None:
+        """Record the (unscaled) gradient norm of `module`; only on measured steps, so no cost otherwise."""
+        if not self._measure:
+            return
+        self.accelerator.unscale_gradients(optimizer)  # fp16: the scaler then skips its own unscale
+        grads = [p.grad.detach().float() for p in module.parameters() if p.grad is not None]
+        self.grad_norms[index] = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+
     def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         train = self.cfg.train
         self.opt_d.zero_grad(set_to_none=True)
@@ -146,6 +161,7 @@ class Trainer:
         loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         loss = train.d_loss_scale * (loss_real + loss_fake)
         self.accelerator.backward(loss)
+        self._grad_norm(0, self.D, self.opt_d)
         self.opt_d.step()
         return loss.detach(), torch.sigmoid(real_logits).mean().detach()
 
@@ -157,6 +173,7 @@ class Trainer:
             logits = self.D(fake).float()
             loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
             self.accelerator.backward(loss, inputs=list(self.G.parameters()))
+        self._grad_norm(1, self.G, self.opt_g)
         self.opt_g.step()
         return loss.detach(), torch.sigmoid(logits).mean().detach()
 
@@ -169,29 +186,34 @@ class Trainer:
     def fit(self) -> None:
         cfg, acc, p = self.cfg, self.accelerator, self.progress
         total, per_epoch = self.total_steps(), self.batches.steps_per_epoch
-        acc.print(
+        self.log = RunLog(acc, cfg, self.run_dir, total, p.step)
+        self.log.print(
             f"training {total} steps ({per_epoch} per epoch) on {acc.num_processes} process(es), "
             f"{acc.device.type}, precision {cfg.train.mixed_precision}, global batch "
             f"{cfg.train.batch_size * acc.num_processes}; run folder {self.run_dir}"
         )
-        if cfg.log.tracker != "none":
-            acc.init_trackers(cfg.log.project, to_flat_dict(cfg), init_kwargs={"wandb": {"dir": cfg.output_dir}})
+        self.log.start()
         meter = _Meter(len(METRICS), acc.device)
         saved_at = p.step
         while p.step < total:
             order = self.batches.indices(p.epoch).to(acc.device)
             while p.batch_in_epoch < per_epoch and p.step < total:
                 real = to_model_range(self.images[order[p.batch_in_epoch]], cfg.data.pixel_range)
-                meter.add(self.train_step(real))
+                log_now = (p.step + 1) % cfg.log.every_steps == 0 or p.step + 1 == total
+                meter.add(self.train_step(real, measure=log_now))
                 p.step += 1
                 p.batch_in_epoch += 1
-                if p.step % cfg.log.every_steps == 0 or p.step == total:
+                self.log.advance()
+                if log_now:
                     self._log(meter)
+                if cfg.log.sample_every and p.step % cfg.log.sample_every == 0:
+                    self._sample_fixed()
                 if cfg.checkpoint.every_steps and p.step % cfg.checkpoint.every_steps == 0:
                     saved_at = self.save()
             if p.batch_in_epoch >= per_epoch:
                 p.epoch, p.batch_in_epoch = p.epoch + 1, 0
                 self._sample_fixed()
+                self._plot()
                 if saved_at != p.step:
                     saved_at = self.save()
         if saved_at != p.step:
@@ -199,28 +221,36 @@ class Trainer:
         self._finish()
 
     def _log(self, meter: _Meter) -> None:
-        acc, p = self.accelerator, self.progress
-        means, steps, seconds = meter.flush(acc)
-        values = dict(zip(METRICS, means, strict=True))
-        values["images_per_s"] = steps * self.cfg.train.batch_size * acc.num_processes / seconds
+        """Rank-averaged metrics of the steps since the last log (one all-reduce), plus the current state."""
+        acc, p, train = self.accelerator, self.progress, self.cfg.train
+        means, steps, seconds = meter.flush(acc, extra=self.grad_norms)
+        values = dict(zip((*METRICS, "grad_norm_D", "grad_norm_G"), means, strict=True))
+        values["lr_D"] = self.opt_d.param_groups[0]["lr"]
+        values["lr_G"] = self.opt_g.param_groups[0]["lr"]
+        values["images_per_s"] = steps * train.batch_size * acc.num_processes / seconds
         values["epoch"] = p.epoch + p.batch_in_epoch / self.batches.steps_per_epoch
-        acc.print(f"step {p.step}/{self.total_steps()} " + " ".join(f"{k} {v:.4g}" for k, v in values.items()))
-        if acc.is_main_process:
-            with (self.run_dir / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps({"step": p.step, **values}) + "\n")
-        if self.cfg.log.tracker != "none":
-            acc.log(values, step=p.step)
+        if acc.scaler is not None:
+            values["loss_scale"] = acc.scaler.get_scale()
+        if acc.device.type == "cuda":
+            values["gpu_mem_GB"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
+        self.log.scalars(values, p.step)
 
     def _sample_fixed(self) -> None:
         """Main process: a grid from the run's fixed noise, through the unwrapped G in eval mode."""
-        path = self.run_dir / "samples" / f"step_{self.progress.step:07d}.png"
-        if self.accelerator.is_main_process and not path.exists():
-            generator = self.accelerator.unwrap_model(self.G)
-            generator.eval()
-            with torch.no_grad():
-                images = from_model_range(generator(self.fixed_noise).float(), self.cfg.data.pixel_range)
-            generator.train()
-            save_grid(images.cpu(), path)
+        step = self.progress.step
+        path = self.run_dir / "samples" / f"step_{step:07d}.png"
+        if not self.accelerator.is_main_process or path.exists():
+            return
+        generator = self.accelerator.unwrap_model(self.G)
+        generator.eval()
+        with torch.no_grad():
+            images = from_model_range(generator(self.fixed_noise).float(), self.cfg.data.pixel_range)
+        generator.train()
+        self.log.image(save_grid(images.cpu(), path), step)
+
+    def _plot(self) -> None:
+        if self.accelerator.is_main_process and (self.run_dir / "metrics.jsonl").is_file():
+            plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
 
     def save(self) -> int:
         """Checkpoint the full training state (a collective: every rank must call it)."""
@@ -254,12 +284,10 @@ class Trainer:
         if acc.is_main_process:
             export_generator(self.run_dir / GENERATOR_FILE, acc.unwrap_model(self.G), self.cfg, self.progress.step)
             self._sample_fixed()
-            acc.print(f"done: {self.run_dir / GENERATOR_FILE}")
-        acc.end_training()
-        if self.cfg.log.tracker == "wandb" and acc.is_main_process:
-            import wandb
-
-            wandb.teardown()  # end_training leaves W&B's background service running
+            self._plot()
+            make_gif(self.run_dir / "samples", self.run_dir / "progress.gif")
+            self.log.print(f"done: {self.run_dir / GENERATOR_FILE}")
+        self.log.close()
 
 
 class _Meter:
@@ -274,9 +302,10 @@ class _Meter:
         self.total += values
         self.count += 1
 
-    def flush(self, accelerator) -> tuple[list[float], int, float]:
-        """(rank-averaged means since the last flush, steps since then, seconds since then)."""
-        means = accelerator.reduce(self.total / self.count, reduction="mean").tolist()
+    def flush(self, accelerator, extra: torch.Tensor) -> tuple[list[float], int, float]:
+        """(rank-averaged [step means since the last flush, *extra], steps since then, seconds since then)."""
+        local = torch.cat([self.total / self.count, extra.float()])
+        means = accelerator.reduce(local, reduction="mean").tolist()
         now = time.perf_counter()
         steps, seconds = self.count, now - self.started
         self.started, self.count = now, 0

@@ -42,6 +42,15 @@ def main() -> None:
             return result
 
         setattr(trainer, f"_{phase}", wrapped)
+    step_metrics = []
+    train_step = trainer.train_step
+
+    def recording_step(*args, **kwargs):
+        values = train_step(*args, **kwargs)
+        step_metrics.append(values.tolist())
+        return values
+
+    trainer.train_step = recording_step
     report = {}
     finish = trainer._finish
 
@@ -58,6 +67,7 @@ def main() -> None:
             D_max_diff=max_diff_to_rank0(trainer.D),
             first_real_index=int(trainer.batches.indices(0)[0, 0]),
             noise_sample=torch.randn(2, generator=trainer.noise).tolist(),
+            step_metrics=step_metrics,
         )
         finish()
 

@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 import pytest
+import torch
 
 from conftest import (
     REPO,
@@ -18,6 +19,7 @@ from conftest import (
     train_command,
 )
 from dcgan import checkpoint
+from dcgan.trainer import METRICS
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +47,13 @@ def test_ddp_world_size_weight_equality_and_no_d_allreduce_in_g_step(tmp_path, d
     # Different data and different noise on each rank.
     assert reports[0]["first_real_index"] != reports[1]["first_real_index"]
     assert reports[0]["noise_sample"] != reports[1]["noise_sample"]
+    # The logged losses are the mean over both ranks (and over the steps since the last log), not rank 0's.
+    per_rank = torch.tensor([r["step_metrics"] for r in reports])  # (rank, step, metric)
+    assert not torch.equal(per_rank[0], per_rank[1])
+    (logged,) = read_metrics(tmp_path / "run")  # smoke logs every 8 steps; 6 steps log once, at the end
+    expected = per_rank.mean(dim=(0, 1))
+    for i, key in enumerate(METRICS):
+        assert logged[key] == pytest.approx(expected[i].item(), rel=1e-5), key
 
 
 def test_two_process_resume_is_bit_identical(tmp_path, data_root):

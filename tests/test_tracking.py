@@ -1,28 +1,115 @@
-"""The tracker seam (Accelerate's log_with): what a short run sends to TensorBoard and to offline W&B."""
+"""What a run reports: offline W&B (read back from its record file), TensorBoard, files, console."""
 
 import subprocess
+import sys
 
+import pytest
+from PIL import Image, ImageStat
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from conftest import run_train
-from dcgan.trainer import METRICS
+import wandb_reader
+from conftest import REPO, _env, read_metrics, run_train, train_command
+
+LOGGED = {"loss_D", "loss_G", "D_x", "D_G_z", "grad_norm_D", "grad_norm_G", "lr_D", "lr_G", "images_per_s", "epoch"}
 
 
-def test_tensorboard_gets_the_logged_scalars(tmp_path, data_root):
-    run_train(tmp_path, "log.tracker=tensorboard", "train.max_steps=16")
-    (events,) = [p for p in (tmp_path / "dcgan").glob("events.out.tfevents.*")]
-    accumulator = EventAccumulator(str(events))
-    accumulator.Reload()
-    scalars = set(accumulator.Tags()["scalars"])
-    assert {*METRICS, "images_per_s", "epoch"} <= scalars
-    assert [e.step for e in accumulator.Scalars("loss_D")] == [8, 16]
+def _record_files(run_dir):
+    return sorted((run_dir / "wandb").glob("offline-run-*/run-*.wandb"))
 
 
-def test_wandb_offline_run_is_written_and_its_service_stopped(tmp_path, data_root):
-    proc = run_train(tmp_path, "log.tracker=wandb", "train.max_steps=8")
-    (run,) = list((tmp_path / "wandb").glob("offline-run-*"))
-    assert list(run.glob("run-*.wandb")), "no offline record file"
-    assert "wandb sync" in proc.stdout + proc.stderr
+def _assert_real_png(path, size=(242, 242)):
+    image = Image.open(path)
+    assert image.format == "PNG" and image.size == size
+    assert ImageStat.Stat(image.convert("L")).stddev[0] > 10  # digits on a background, not a flat image
+
+
+def test_wandb_offline_records_losses_images_and_config(tmp_path, data_root):
+    proc = run_train(tmp_path, "log.tracker=wandb", "train.max_steps=20", "log.sample_every=10",
+                     "log.run_name=probe", "log.tags=[smoke,ci]")  # fmt: skip
+    assert f"wandb sync {tmp_path}/wandb/offline-run-*" in proc.stdout  # one line saying how to upload later
+    (record_file,) = _record_files(tmp_path)
+    rows = wandb_reader.history(record_file)
+    scalar_rows = [r for r in rows if "loss_D" in r]
+    assert [r["_step"] for r in scalar_rows] == [8, 16, 20]
+    assert all(r.keys() >= LOGGED for r in scalar_rows)
+    assert scalar_rows[0]["loss_D"] == pytest.approx(read_metrics(tmp_path)[0]["loss_D"])
+    image_rows = [r for r in rows if "samples/_type" in r]
+    assert [r["_step"] for r in image_rows] == [10, 20]
+    assert all(r["samples/_type"] == "images/separated" for r in image_rows)
+    media = sorted(record_file.parent.glob("files/media/images/samples_*.png"))
+    assert len(media) == 2
+    for path in media:
+        _assert_real_png(path)
+    config = wandb_reader.config(record_file)
+    assert config["train.batch_size"] == 16 and config["output_dir"] == str(tmp_path)
+    assert config["world_size"] == 1 and config["precision"] == "no"
+    assert "torch" in config["versions"]
+    run = wandb_reader.run_record(record_file)
+    assert run.display_name == "probe" and list(run.tags) == ["smoke", "ci"]
+
+
+def test_wandb_service_is_shut_down(tmp_path, data_root):
+    run_train(tmp_path, "log.tracker=wandb", "train.max_steps=4")
     # wandb-core outlives its parent unless stopped; none may be left (none other runs during the tests).
     leftover = subprocess.run(["pgrep", "-af", "wandb/bin/wandb-core"], capture_output=True, text=True)
     assert leftover.stdout == "", leftover.stdout
+
+
+def test_resume_continues_the_same_wandb_run(tmp_path, data_root):
+    run_train(tmp_path, "log.tracker=wandb", "train.max_steps=8")
+    run_train(tmp_path, "log.tracker=wandb", "train.max_steps=16")
+    first, second = _record_files(tmp_path)
+    assert wandb_reader.run_id(first) == wandb_reader.run_id(second)
+    steps = [r["_step"] for f in (first, second) for r in wandb_reader.history(f) if "loss_D" in r]
+    assert steps == [8, 16]
+
+
+def test_a_tracker_that_fails_to_start_does_not_stop_training(tmp_path, data_root):
+    env = _env()
+    env["WANDB_MODE"] = "no-such-mode"  # wandb.init raises
+    proc = subprocess.run(
+        train_command(tmp_path, "log.tracker=wandb", "train.max_steps=8"),
+        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stderr.count("wandb start failed") == 1
+    assert (tmp_path / "generator.safetensors").is_file() and len(read_metrics(tmp_path)) == 1
+
+
+def test_tensorboard_gets_the_same_scalars_and_the_grids(tmp_path, data_root):
+    run_train(tmp_path, "log.tracker=tensorboard", "train.max_steps=16", "log.sample_every=8")
+    events = sorted((tmp_path / "dcgan").glob("events.out.tfevents.*"))
+    accumulator = EventAccumulator(str(events[0]), size_guidance={"images": 0})
+    accumulator.Reload()
+    assert set(accumulator.Tags()["scalars"]) == set(read_metrics(tmp_path)[0]) - {"step"}
+    assert [e.step for e in accumulator.Scalars("loss_D")] == [8, 16]
+    assert [e.step for e in accumulator.Images("samples")] == [8, 16]
+
+
+def test_run_folder_pictures(tmp_path, data_root):
+    run_train(tmp_path, "log.sample_every=24")  # 2 epochs of 32 steps: grids at 24, 32, 48, 64
+    frames = ["step_0000024.png", "step_0000032.png", "step_0000048.png", "step_0000064.png"]
+    assert sorted(p.name for p in (tmp_path / "samples").iterdir()) == frames
+    gif = Image.open(tmp_path / "progress.gif")
+    assert gif.n_frames == 4
+    assert Image.open(tmp_path / "loss.png").size == (800, 600)
+    (tmp_path / "progress.gif").unlink()
+    proc = subprocess.run([sys.executable, "-m", "dcgan", "gif", str(tmp_path)], capture_output=True, text=True)
+    assert proc.returncode == 0 and "(4 frames)" in proc.stdout
+    assert Image.open(tmp_path / "progress.gif").n_frames == 4
+
+
+def test_plain_progress_lines_when_stdout_is_not_a_terminal(tmp_path, data_root):
+    proc = run_train(tmp_path, "train.max_steps=16")
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("step ")]
+    assert len(lines) == 2 and lines[0].startswith("step 8/16 loss_D ") and " eta " in lines[0]
+
+
+def test_progress_bar_on_a_terminal(tmp_path, data_root):
+    """Under a pseudo-terminal (util-linux `script`) the main process draws a tqdm bar instead."""
+    command = " ".join(train_command(tmp_path, "train.max_steps=16"))
+    proc = subprocess.run(["script", "-qec", f"stty cols 120 rows 40; {command}", "/dev/null"], env=_env(), capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout[-3000:]
+    assert "16/16" in proc.stdout and "loss_D=" in proc.stdout and "epoch 0.50" in proc.stdout
+    assert "step 8/16 loss_D" not in proc.stdout

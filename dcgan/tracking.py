@@ -1,0 +1,180 @@
+"""What a run reports, and where: the console, metrics.jsonl, sample grids, and W&B or TensorBoard.
+
+Trackers go through Accelerate (`log_with`, `init_trackers`, `accelerator.log`). A tracker is a
+convenience, never a reason to stop training: if one fails to start or to log, we warn once and go on
+without it. Files are written and lines printed by the main process only.
+"""
+
+from __future__ import annotations
+
+import json
+import netrc
+import os
+import secrets
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Any
+
+import torch
+from accelerate import Accelerator
+from einops import rearrange
+from tqdm import tqdm
+
+from dcgan import __version__
+from dcgan.config import Config, to_flat_dict
+
+WANDB_ID_FILE = "wandb_run_id"
+
+
+def _has_wandb_credentials() -> bool:
+    if os.environ.get("WANDB_API_KEY"):
+        return True
+    try:
+        return netrc.netrc().authenticators("api.wandb.ai") is not None
+    except (OSError, netrc.NetrcParseError):
+        return False
+
+
+class RunLog:
+    def __init__(self, accelerator: Accelerator, cfg: Config, run_dir: Path, total_steps: int, start_step: int):
+        self.accelerator, self.cfg, self.run_dir = accelerator, cfg, run_dir
+        self.main = accelerator.is_main_process
+        self.trackers_on = cfg.log.tracker != "none"
+        self.total_steps = total_steps
+        interactive = self.main and sys.stdout.isatty()
+        self.bar = (
+            tqdm(total=total_steps, initial=start_step, unit="step", dynamic_ncols=True, file=sys.stdout)
+            if interactive
+            else None
+        )
+        self.started = time.perf_counter()
+
+    # -- trackers ----------------------------------------------------------------------------------
+
+    def _tracker_failed(self, what: str, error: Exception) -> None:
+        if self.trackers_on:
+            warnings.warn(f"{self.cfg.log.tracker} {what} failed ({error}); training goes on without it", stacklevel=3)
+        self.trackers_on = False
+
+    def start(self) -> None:
+        """Start the tracker with the resolved config; a resumed run continues the same W&B run."""
+        if not self.trackers_on:
+            return
+        log = self.cfg.log
+        config = {
+            **to_flat_dict(self.cfg),
+            "world_size": self.accelerator.num_processes,
+            "precision": self.cfg.train.mixed_precision,
+            "device": self.accelerator.device.type,
+            "versions": f"dcgan {__version__}, torch {torch.__version__}",
+        }
+        init_kwargs: dict[str, Any] = {}
+        if log.tracker == "wandb":
+            if "WANDB_MODE" not in os.environ and not _has_wandb_credentials():
+                os.environ["WANDB_MODE"] = "offline"  # the usual case on cluster nodes without internet
+            init_kwargs["wandb"] = {
+                "dir": str(self.run_dir),
+                "id": self._wandb_run_id(),
+                "resume": "allow",
+                "name": log.run_name or None,
+                "entity": log.entity or None,
+                "tags": list(log.tags) or None,
+            }
+        try:
+            self.accelerator.init_trackers(log.project, config, init_kwargs=init_kwargs)
+        except Exception as e:  # noqa: BLE001 - any tracker failure must leave training running
+            self._tracker_failed("start", e)
+            return
+        if log.tracker == "wandb" and os.environ.get("WANDB_MODE") == "offline":
+            self.print(f"W&B is offline; upload this run later with: wandb sync {self.run_dir}/wandb/offline-run-*")
+
+    def _wandb_run_id(self) -> str | None:
+        """The run's W&B id, created once and kept in the run folder so resumes log to the same run."""
+        if not self.main:
+            return None
+        path = self.run_dir / WANDB_ID_FILE
+        if path.is_file():
+            return path.read_text().strip()
+        run_id = secrets.token_hex(6)  # W&B accepts any short [a-z0-9] id
+        path.write_text(run_id + "\n")
+        return run_id
+
+    # -- reporting ---------------------------------------------------------------------------------
+
+    def print(self, line: str) -> None:
+        """A line on the main process's stdout, above the bar when there is one."""
+        if not self.main:
+            return
+        if self.bar is not None:
+            self.bar.write(line)
+        else:
+            print(line, flush=True)
+
+    def advance(self) -> None:
+        """One step done (no host sync: the bar only counts)."""
+        if self.bar is not None:
+            self.bar.update(1)
+
+    def scalars(self, values: dict[str, float], step: int) -> None:
+        """Report rank-averaged values: bar or plain line, metrics.jsonl, tracker."""
+        if self.main:
+            with (self.run_dir / "metrics.jsonl").open("a") as f:
+                f.write(json.dumps({"step": step, **values}) + "\n")
+            if self.bar is not None:
+                self.bar.set_description(f"epoch {values['epoch']:.2f}")
+                self.bar.set_postfix(
+                    loss_D=f"{values['loss_D']:.3f}", loss_G=f"{values['loss_G']:.3f}",
+                    img_s=f"{values['images_per_s']:.0f}", refresh=False,
+                )  # fmt: skip
+            else:
+                self.print(self._plain_line(values, step))
+        if self.trackers_on:
+            try:
+                self.accelerator.log(values, step=step)
+            except Exception as e:  # noqa: BLE001
+                self._tracker_failed("log", e)
+
+    def _plain_line(self, values: dict[str, float], step: int) -> str:
+        rate = values["images_per_s"] / (self.cfg.train.batch_size * self.accelerator.num_processes)
+        eta = (self.total_steps - step) / rate if rate > 0 else float("nan")
+        shown = " ".join(f"{k} {v:.4g}" for k, v in values.items())
+        return f"step {step}/{self.total_steps} {shown} eta {_duration(eta)}"
+
+    def image(self, grid: torch.Tensor, step: int) -> None:
+        """Send a (C, H, W) grid in [0, 1] to the tracker as uint8 (W&B shows float grids black)."""
+        if not (self.trackers_on and self.main):
+            return
+        pixels = grid.mul(255).round().clamp(0, 255).to(torch.uint8).cpu()
+        try:
+            if self.cfg.log.tracker == "wandb":
+                tracker = self.accelerator.get_tracker("wandb")
+                tracker.log_images({"samples": [rearrange(pixels, "c h w -> h w c").numpy()]}, step=step)
+            else:
+                tracker = self.accelerator.get_tracker("tensorboard")
+                tracker.log_images({"samples": pixels[None]}, step=step, dataformats="NCHW")
+        except Exception as e:  # noqa: BLE001
+            self._tracker_failed("image logging", e)
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+        try:
+            self.accelerator.end_training()  # finishes the trackers and ends the process group
+        except Exception as e:  # noqa: BLE001
+            if self.cfg.log.tracker == "none":
+                raise
+            self._tracker_failed("shutdown", e)
+        if self.cfg.log.tracker == "wandb" and self.main:
+            import wandb
+
+            wandb.teardown()  # end_training leaves W&B's background service running
+
+
+def _duration(seconds: float) -> str:
+    if seconds != seconds:  # nan
+        return "?"
+    minutes, secs = divmod(int(seconds), 60)
+    hours, minutes = divmod(minutes, 60)
+    return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
