@@ -107,8 +107,8 @@ def test_plain_progress_lines_when_stdout_is_not_a_terminal(tmp_path, data_root)
 
 def test_progress_bar_on_a_terminal(tmp_path, data_root):
     """Under a pseudo-terminal (util-linux `script`) the main process draws a tqdm bar instead."""
-    command = " ".join(train_command(tmp_path, "train.max_steps=16"))
-    proc = subprocess.run(["script", "-qec", f"stty cols 120 rows 40; {command}", "/dev/null"], env=_env(), capture_output=True, text=True,
+    command = "stty cols 120 rows 40; " + " ".join(train_command(tmp_path, "train.max_steps=16"))
+    proc = subprocess.run(["script", "-qec", command, "/dev/null"], env=_env(), capture_output=True, text=True,
                           timeout=300)  # fmt: skip
     assert proc.returncode == 0, proc.stdout[-3000:]
     assert "16/16" in proc.stdout and "loss_D=" in proc.stdout and "epoch 0.50" in proc.stdout
