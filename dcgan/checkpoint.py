@@ -96,12 +96,27 @@ def save_checkpoint(
             shutil.rmtree(final)
         os.replace(tmp, final)
         _fsync_dir(root)
+    except (RuntimeError, SafetensorError) as e:
+        # torch.save and safetensors report a failed write as these, not as OSError; a full disk is the
+        # usual cause, so say so when it is (measured before the partial folder is removed).
+        free = shutil.disk_usage(root).free
+        reason = "No space left on device" if free < (1 << 20) else str(e).strip().splitlines()[0]
+        raise OSError(f"{reason}; {free / 2**20:.1f} MB free") from e
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     write_atomic(root / "latest", lambda p: p.write_text(final.name + "\n"))
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def remove_partial(root: Path) -> None:
+    """Delete temporary folders and files left by a save that was killed before its rename."""
+    if root.is_dir():
+        for leftover in root.glob(".tmp-*"):
+            shutil.rmtree(leftover, ignore_errors=True)
+        for leftover in root.glob(".*.tmp-*"):
+            leftover.unlink(missing_ok=True)
 
 
 def list_checkpoints(root: Path) -> list[Path]:

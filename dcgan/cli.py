@@ -7,9 +7,8 @@ import os
 import sys
 from pathlib import Path
 
-from dcgan.errors import UserError
-
-EXIT_USER_ERROR = 2
+from dcgan.errors import Stopped, UserError
+from dcgan.faults import EXIT_USER_ERROR
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -63,8 +62,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         {"train": _train, "sample": _sample, "gif": _gif}[args.command](args)
     except UserError as e:
-        # Every rank of a launch hits the same error; one line from the first is enough.
-        if os.environ.get("RANK", "0") == "0":
-            print(f"dcgan: error: {e}", file=sys.stderr)
+        _say(f"dcgan: error: {e}")
         return EXIT_USER_ERROR
+    except Stopped as e:
+        _say(f"dcgan: stopped: {e}")
+        return e.exit_code
     return 0
+
+
+def _say(line: str) -> None:
+    # Every rank of a launch stops the same way; one line from the first is enough.
+    if os.environ.get("RANK", "0") == "0":
+        print(line, file=sys.stderr, flush=True)

@@ -52,10 +52,16 @@ class OptimConfig:
     lr_g: float = 2e-4
     lr_d: float = 2e-4
     betas: tuple[float, float] = (0.5, 0.999)
+    clip_g: float = 0.0
+    """Clip G's gradient norm to this inside G's own step (0 = off)."""
+    clip_d: float = 0.0
+    """Clip D's gradient norm to this inside D's own step (0 = off)."""
 
     def validate(self) -> None:
         _check(self.lr_g > 0, "optim.lr_g", "must be > 0")
         _check(self.lr_d > 0, "optim.lr_d", "must be > 0")
+        _check(self.clip_g >= 0, "optim.clip_g", "must be >= 0 (0 = off)")
+        _check(self.clip_d >= 0, "optim.clip_d", "must be >= 0 (0 = off)")
         _check(all(0 <= b < 1 for b in self.betas), "optim.betas", "both values must be in [0, 1)")
 
 
@@ -69,6 +75,8 @@ class TrainConfig:
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     cpu: bool = False
     """Run on the CPU even when a GPU is present."""
+    sync_batchnorm: bool = False
+    """SyncBatchNorm across GPUs (GPU only): BN statistics over the global batch instead of each rank's."""
     g_first: bool = False
     """Step G before D in each iteration (the tutorial's order); the default steps D first."""
     real_label: float = 1.0
@@ -118,6 +126,21 @@ class CheckpointConfig:
 
 
 @dataclass
+class FaultConfig:
+    check_every: int = 10
+    """Ranks agree on stopping (a signal, non-finite losses) every this many steps: one tiny all-reduce."""
+    max_nonfinite_steps: int = 20
+    """Stop when the losses stay non-finite this many consecutive steps (fp16 overflows are skipped before that)."""
+    timeout_s: int = 600
+    """Collective timeout: a rank waiting on a dead peer gives up after this long."""
+
+    def validate(self) -> None:
+        _check(self.check_every >= 1, "fault.check_every", "must be >= 1")
+        _check(self.max_nonfinite_steps >= 1, "fault.max_nonfinite_steps", "must be >= 1")
+        _check(self.timeout_s >= 10, "fault.timeout_s", "must be >= 10 seconds")
+
+
+@dataclass
 class Config:
     seed: int = 0
     output_dir: str = "runs/mnist"
@@ -129,6 +152,7 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
+    fault: FaultConfig = field(default_factory=FaultConfig)
 
     def validate(self) -> None:
         _check(self.seed >= 0, "seed", "must be >= 0")

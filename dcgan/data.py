@@ -9,6 +9,7 @@ the epoch and the position inside it to continue exactly.
 from __future__ import annotations
 
 import socket
+import struct
 from pathlib import Path
 
 import torch
@@ -64,8 +65,48 @@ def ensure_dataset(cfg: DataConfig) -> None:
     )
 
 
+_IMAGES_MAGIC, _LABELS_MAGIC = 0x00000803, 0x00000801  # IDX: unsigned bytes, 3 and 1 dimensions
+
+
+def _idx_header(path: Path, dims: int) -> tuple[int, list[int]]:
+    try:
+        with path.open("rb") as f:
+            header = f.read(4 + 4 * dims)
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror})") from None
+    if len(header) < 4 + 4 * dims:
+        raise UserError(f"{path} is too short to be an MNIST IDX file ({len(header)} bytes)")
+    magic, *sizes = struct.unpack(f">{1 + dims}I", header)
+    return magic, sizes
+
+
+def check_idx_files(cfg: DataConfig, train: bool = True) -> None:
+    """Check the split's IDX headers and sizes, so a wrong or damaged file fails in one clear line."""
+    prefix = "train" if train else "t10k"
+    images, labels = raw_folder(cfg) / f"{prefix}-images-idx3-ubyte", raw_folder(cfg) / f"{prefix}-labels-idx1-ubyte"
+    magic, (count, rows, cols) = _idx_header(images, 3)
+    if magic != _IMAGES_MAGIC:
+        raise UserError(f"{images} is not an MNIST image file (magic {magic:#010x}, expected {_IMAGES_MAGIC:#010x})")
+    if (rows, cols) != (28, 28):
+        raise UserError(f"{images} holds {rows}x{cols} images; MNIST images are 28x28")
+    expected = 16 + count * rows * cols
+    if images.stat().st_size != expected:
+        raise UserError(
+            f"{images} has {images.stat().st_size} bytes but its header promises {count} images "
+            f"({expected} bytes): truncated or damaged, download it again"
+        )
+    magic, (label_count,) = _idx_header(labels, 1)
+    if magic != _LABELS_MAGIC:
+        raise UserError(f"{labels} is not an MNIST label file (magic {magic:#010x}, expected {_LABELS_MAGIC:#010x})")
+    if labels.stat().st_size != 8 + label_count:
+        raise UserError(f"{labels} is truncated or damaged ({labels.stat().st_size} bytes for {label_count} labels)")
+    if label_count != count:
+        raise UserError(f"{labels} has {label_count} labels for {count} images in {images.name}")
+
+
 def load_images(cfg: DataConfig, train: bool = True) -> torch.Tensor:
     """The split's images as one uint8 tensor of shape (N, 28, 28), white digits on black."""
+    check_idx_files(cfg, train)
     try:
         images = MNIST(cfg.root, train=train, download=False).data
     except (AssertionError, RuntimeError, ValueError, OSError) as e:

@@ -8,11 +8,17 @@ from __future__ import annotations
 import os
 import warnings
 from collections.abc import Callable
+from datetime import timedelta
 from typing import Any, TypeVar
 
 import torch
 from accelerate import Accelerator
-from accelerate.utils import DistributedDataParallelKwargs, broadcast_object_list, gather_object
+from accelerate.utils import (
+    DistributedDataParallelKwargs,
+    InitProcessGroupKwargs,
+    broadcast_object_list,
+    gather_object,
+)
 
 from dcgan.config import Config
 from dcgan.errors import UserError
@@ -25,6 +31,8 @@ def make_accelerator(cfg: Config) -> Accelerator:
     if precision == "fp16" and (cfg.train.cpu or not torch.cuda.is_available()):
         # Accelerate would silently train in fp32 here; say so instead.
         raise UserError("train.mixed_precision=fp16 needs a CUDA GPU; on CPU use bf16 or no")
+    if cfg.train.sync_batchnorm and (cfg.train.cpu or not torch.cuda.is_available()):
+        raise UserError("train.sync_batchnorm=true needs CUDA GPUs (SyncBatchNorm does not run on CPU)")
     # D runs two forwards (real, fake) before one backward. With broadcast_buffers=True, DDP
     # overwrites BatchNorm buffers in place between them, which raises an autograd error on
     # torch 2.6 up to the fix in 2.14. Every rank updates its BN buffers from its own batches
@@ -38,7 +46,7 @@ def make_accelerator(cfg: Config) -> Accelerator:
         # Without cpu=True a `--multi_gpu` launch on a GPU-less host starts independent rank-0 processes.
         cpu=cfg.train.cpu or not torch.cuda.is_available(),
         mixed_precision=precision,
-        kwargs_handlers=[ddp],
+        kwargs_handlers=[ddp, InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.fault.timeout_s))],
         log_with=trackers,
         project_dir=cfg.output_dir,
     )

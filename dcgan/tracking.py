@@ -50,6 +50,15 @@ class RunLog:
             else None
         )
         self.started = time.perf_counter()
+        if self.main:
+            self._forget_after(start_step)
+
+    def _forget_after(self, step: int) -> None:
+        """A resumed run repeats the steps after its checkpoint: drop their old metrics lines."""
+        path = self.run_dir / "metrics.jsonl"
+        if path.is_file():
+            kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
+            path.write_text("".join(line + "\n" for line in kept))
 
     # -- trackers ----------------------------------------------------------------------------------
 

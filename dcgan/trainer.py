@@ -8,6 +8,7 @@ all-reduce D's gradients, so it runs D under `no_sync` and back-propagates into 
 from __future__ import annotations
 
 import os
+import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,8 @@ from dcgan import checkpoint
 from dcgan.config import Config, to_dict
 from dcgan.data import ShardedBatches, ensure_dataset, from_model_range, load_images, to_model_range
 from dcgan.distributed import gather_per_rank, make_accelerator, on_main
-from dcgan.errors import UserError
+from dcgan.errors import Stopped, UserError
+from dcgan.faults import EXIT_NONFINITE, EXIT_PREEMPTED, NonFiniteWatch, StopSignals
 from dcgan.models import build_models
 from dcgan.pictures import make_gif, plot_losses
 from dcgan.rng import capture, derive_seed, restore
@@ -53,6 +55,9 @@ class Trainer:
         )
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
         generator, discriminator = build_models(cfg.model)
+        if cfg.train.sync_batchnorm and acc.num_processes > 1:
+            generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
+            discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
         opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas)
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas)
         self.G, self.D, self.opt_g, self.opt_d = acc.prepare(generator, discriminator, opt_g, opt_d)
@@ -61,6 +66,8 @@ class Trainer:
         fixed = torch.Generator().manual_seed(derive_seed(cfg.seed, "fixed"))
         self.fixed_noise = torch.randn(FIXED_SAMPLES, cfg.model.z_dim, generator=fixed).to(acc.device)
         self.grad_norms = torch.zeros(2, device=acc.device)
+        self.nonfinite = NonFiniteWatch(acc.device)
+        self.signals = StopSignals()
         self._measure = False
         self.progress = Progress()
         if resume_from is not None:
@@ -82,6 +89,7 @@ class Trainer:
             raise UserError(f"output_dir {self.run_dir} is not writable ({e.strerror})") from None
         ensure_dataset(cfg.data)
         ckpt_root = self.run_dir / "checkpoints"
+        checkpoint.remove_partial(ckpt_root)  # leftovers of a save that was killed
         if cfg.resume == "never":
             if checkpoint.list_checkpoints(ckpt_root):
                 raise UserError(
@@ -120,6 +128,10 @@ class Trainer:
         acc.unwrap_model(self.D).load_state_dict(d_state)
         self.opt_g.load_state_dict(state["optim_g"])
         self.opt_d.load_state_dict(state["optim_d"])
+        # The config's learning rates and betas win over the saved ones, so a resume can change them.
+        for optimizer, lr in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
+            for group in optimizer.param_groups:
+                group.update(lr=lr, betas=self.cfg.optim.betas)
         if acc.scaler is not None and "scaler" in state:
             acc.scaler.load_state_dict(state["scaler"])
         restore(state["rng"][acc.process_index], self.noise)
@@ -144,13 +156,18 @@ class Trainer:
             loss_g, d_g_z = self._g_step(fake)
         return torch.stack([loss_d, loss_g, d_x, d_g_z]).detach().float()
 
-    def _grad_norm(self, index: int, module: torch.nn.Module, optimizer) -> None:
-        """Record the (unscaled) gradient norm of `module`; only on measured steps, so no cost otherwise."""
-        if not self._measure:
+    def _before_step(self, index: int, module: torch.nn.Module, optimizer, clip: float) -> None:
+        """Inside one network's step, after its backward: optional clipping, and its norm on measured steps."""
+        if not (clip or self._measure):
             return
         self.accelerator.unscale_gradients(optimizer)  # fp16: the scaler then skips its own unscale
-        grads = [p.grad.detach().float() for p in module.parameters() if p.grad is not None]
-        self.grad_norms[index] = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if clip:
+            norm = torch.nn.utils.clip_grad_norm_(module.parameters(), clip)
+        else:
+            grads = [p.grad.detach().float() for p in module.parameters() if p.grad is not None]
+            norm = torch.linalg.vector_norm(torch.stack([torch.linalg.vector_norm(g) for g in grads]))
+        if self._measure:
+            self.grad_norms[index] = norm
 
     def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         train = self.cfg.train
@@ -161,7 +178,7 @@ class Trainer:
         loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
         loss = train.d_loss_scale * (loss_real + loss_fake)
         self.accelerator.backward(loss)
-        self._grad_norm(0, self.D, self.opt_d)
+        self._before_step(0, self.D, self.opt_d, self.cfg.optim.clip_d)
         self.opt_d.step()
         return loss.detach(), torch.sigmoid(real_logits).mean().detach()
 
@@ -173,7 +190,7 @@ class Trainer:
             logits = self.D(fake).float()
             loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
             self.accelerator.backward(loss, inputs=list(self.G.parameters()))
-        self._grad_norm(1, self.G, self.opt_g)
+        self._before_step(1, self.G, self.opt_g, self.cfg.optim.clip_g)
         self.opt_g.step()
         return loss.detach(), torch.sigmoid(logits).mean().detach()
 
@@ -193,6 +210,15 @@ class Trainer:
             f"{cfg.train.batch_size * acc.num_processes}; run folder {self.run_dir}"
         )
         self.log.start()
+        self.signals.install()
+        try:
+            self._loop(total, per_epoch)
+        finally:
+            self.signals.uninstall()
+        self._finish()
+
+    def _loop(self, total: int, per_epoch: int) -> None:
+        cfg, acc, p = self.cfg, self.accelerator, self.progress
         meter = _Meter(len(METRICS), acc.device)
         saved_at = p.step
         while p.step < total:
@@ -200,25 +226,57 @@ class Trainer:
             while p.batch_in_epoch < per_epoch and p.step < total:
                 real = to_model_range(self.images[order[p.batch_in_epoch]], cfg.data.pixel_range)
                 log_now = (p.step + 1) % cfg.log.every_steps == 0 or p.step + 1 == total
-                meter.add(self.train_step(real, measure=log_now))
+                values = self.train_step(real, measure=log_now)
+                meter.add(values)
                 p.step += 1
                 p.batch_in_epoch += 1
+                self.nonfinite.update(values[:2], p.step)
                 self.log.advance()
                 if log_now:
                     self._log(meter)
+                if p.step % cfg.fault.check_every == 0:
+                    self._check_stop()
                 if cfg.log.sample_every and p.step % cfg.log.sample_every == 0:
                     self._sample_fixed()
                 if cfg.checkpoint.every_steps and p.step % cfg.checkpoint.every_steps == 0:
-                    saved_at = self.save()
+                    self.save()
+                    saved_at = p.step
             if p.batch_in_epoch >= per_epoch:
                 p.epoch, p.batch_in_epoch = p.epoch + 1, 0
                 self._sample_fixed()
                 self._plot()
                 if saved_at != p.step:
-                    saved_at = self.save()
+                    self.save()
+                    saved_at = p.step
         if saved_at != p.step:
             self.save()
-        self._finish()
+
+    def _check_stop(self) -> None:
+        """Every rank learns whether any rank got a stop signal or diverged (one small gather)."""
+        acc, p = self.accelerator, self.progress
+        local = torch.stack([
+            torch.tensor(self.signals.received or 0, device=acc.device), self.nonfinite.streak, self.nonfinite.since
+        ])  # fmt: skip
+        signals, streaks, since = acc.gather(local[None]).T.tolist()
+        worst = max(streaks)
+        if worst >= self.cfg.fault.max_nonfinite_steps:
+            newest = checkpoint.latest_valid(self.run_dir / "checkpoints")
+            kept = f"the last good checkpoint is {newest}" if newest else "no checkpoint had been saved yet"
+            self.log.close()
+            raise Stopped(
+                f"losses were NaN/inf for {worst} consecutive steps since step {since[streaks.index(worst)]} "
+                f"(now step {p.step}); nothing was saved since, {kept}; "
+                "lower the learning rates, set optim.clip_d/clip_g, or use bf16 instead of fp16",
+                EXIT_NONFINITE,
+            )
+        if any(signals):
+            name = signal.Signals(max(signals)).name
+            path = self.save()
+            self.log.close()
+            raise Stopped(
+                f"{name} received: checkpoint {path} saved at step {p.step}; run again with resume=auto to continue",
+                EXIT_PREEMPTED,
+            )
 
     def _log(self, meter: _Meter) -> None:
         """Rank-averaged metrics of the steps since the last log (one all-reduce), plus the current state."""
@@ -252,32 +310,49 @@ class Trainer:
         if self.accelerator.is_main_process and (self.run_dir / "metrics.jsonl").is_file():
             plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
 
-    def save(self) -> int:
-        """Checkpoint the full training state (a collective: every rank must call it)."""
+    def save(self) -> Path | None:
+        """Checkpoint the full training state (a collective: every rank must call it).
+
+        Skipped while any rank's losses are non-finite, so the newest checkpoint is always a good one.
+        """
         acc = self.accelerator
+        streaks = acc.gather(self.nonfinite.streak[None]).tolist()
+        if max(streaks) > 0:
+            self.log.print(f"step {self.progress.step}: losses are NaN/inf, checkpoint skipped")
+            return None
         rng_states = gather_per_rank(acc, capture(self.noise))
-        if acc.is_main_process:
-            state = {
-                "optim_g": self.opt_g.state_dict(),
-                "optim_d": self.opt_d.state_dict(),
-                "progress": vars(self.progress).copy(),
-                "rng": rng_states,
-                "layout": self._layout(),
-                "model": to_dict(self.cfg.model),
-            }
-            if acc.scaler is not None:
-                state["scaler"] = acc.scaler.state_dict()
-            checkpoint.save_checkpoint(
-                self.run_dir / "checkpoints",
-                self.progress.step,
+        return on_main(acc, lambda: self._write_checkpoint(rng_states))
+
+    def _write_checkpoint(self, rng_states: list) -> Path:
+        acc, step = self.accelerator, self.progress.step
+        state = {
+            "optim_g": self.opt_g.state_dict(),
+            "optim_d": self.opt_d.state_dict(),
+            "progress": vars(self.progress).copy(),
+            "rng": rng_states,
+            "layout": self._layout(),
+            "model": to_dict(self.cfg.model),
+        }
+        if acc.scaler is not None:
+            state["scaler"] = acc.scaler.state_dict()
+        root = self.run_dir / "checkpoints"
+        try:
+            return checkpoint.save_checkpoint(
+                root,
+                step,
                 acc.unwrap_model(self.G).state_dict(),
                 acc.unwrap_model(self.D).state_dict(),
                 state,
-                {"format": checkpoint.FORMAT, "step": str(self.progress.step)},
+                {"format": checkpoint.FORMAT, "step": str(step)},
                 self.cfg.checkpoint.keep_last,
             )
-        acc.wait_for_everyone()
-        return self.progress.step
+        except OSError as e:
+            reason = e.strerror or str(e)
+            previous = checkpoint.latest_valid(root)
+            kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+            raise UserError(
+                f"cannot write checkpoint {checkpoint.checkpoint_name(step)} in {root} ({reason}); {kept}"
+            ) from None
 
     def _finish(self) -> None:
         acc = self.accelerator

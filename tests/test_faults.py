@@ -1,0 +1,236 @@
+"""Faults a user meets on a cluster, each asserted on behaviour: exit code, message, surviving checkpoint."""
+
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import REPO, _env, assert_same_tensors, load_weights, read_metrics, run_train, train_command
+from dcgan import checkpoint
+from dcgan.config import DataConfig
+from dcgan.data import load_images
+from dcgan.errors import UserError
+from dcgan.faults import EXIT_NONFINITE, EXIT_PREEMPTED
+
+
+def _start(run_dir: Path, *overrides: str, nproc: int = 1) -> subprocess.Popen:
+    return subprocess.Popen(
+        train_command(run_dir, *overrides, nproc=nproc),
+        cwd=REPO, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+
+
+def _wait_for_training(run_dir: Path, proc: subprocess.Popen, timeout: float = 120) -> None:
+    """Until the run has logged its first metrics line."""
+    deadline = time.monotonic() + timeout
+    while not (run_dir / "metrics.jsonl").is_file() or not (run_dir / "metrics.jsonl").read_text():
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "training did not start"
+        time.sleep(0.1)
+
+
+# -- preemption ------------------------------------------------------------------------------------
+
+
+def test_sigterm_saves_and_exits_with_the_preempted_code_then_resumes_exactly(tmp_path, data_root):
+    long = ("train.epochs=50", "log.every_steps=2", "checkpoint.every_steps=0", "fault.check_every=3")
+    run_dir = tmp_path / "preempted"
+    proc = _start(run_dir, *long)
+    _wait_for_training(run_dir, proc)
+    proc.send_signal(signal.SIGTERM)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == EXIT_PREEMPTED, err[-3000:]
+    (line,) = [line for line in err.splitlines() if line.startswith("dcgan: stopped:")]
+    assert "SIGTERM received: checkpoint" in line and "run again with resume=auto" in line
+    stopped_at = checkpoint.load_checkpoint(checkpoint.latest_valid(run_dir / "checkpoints"))[2]["progress"]["step"]
+    assert stopped_at % 3 == 0 and f"saved at step {stopped_at}" in line  # at the next agreement point
+    # Resuming finishes exactly like a run that was never interrupted.
+    target = f"train.max_steps={stopped_at + 7}"
+    run_train(run_dir, *long, target)
+    run_train(tmp_path / "straight", *long, target)
+    assert_same_tensors(
+        load_weights(run_dir / "generator.safetensors"), load_weights(tmp_path / "straight" / "generator.safetensors")
+    )
+
+
+def test_a_second_signal_exits_at_once(tmp_path, data_root):
+    proc = _start(tmp_path, "train.epochs=50", "log.every_steps=1", "fault.check_every=1000")
+    _wait_for_training(tmp_path, proc)
+    proc.send_signal(signal.SIGTERM)
+    time.sleep(0.2)
+    proc.send_signal(signal.SIGTERM)
+    proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM
+
+
+@pytest.mark.slow
+def test_sigusr1_to_one_of_two_ranks_stops_both_with_a_checkpoint(tmp_path, data_root):
+    proc = _start(tmp_path, "train.epochs=50", "log.every_steps=2", "fault.check_every=4", nproc=2)
+    _wait_for_training(tmp_path, proc)
+    workers = subprocess.run(["pgrep", "-f", f"output_dir={tmp_path}"], capture_output=True, text=True).stdout.split()
+    rank1 = [int(pid) for pid in workers if "RANK=1\0" in Path(f"/proc/{pid}/environ").read_text(errors="replace")]
+    assert len(rank1) == 1, workers
+    os.kill(rank1[0], signal.SIGUSR1)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode != 0
+    assert err.count("dcgan: stopped: SIGUSR1 received") == 1, err[-3000:]
+    assert f"exitcode  : {EXIT_PREEMPTED}" in err  # both workers exited with the documented code
+    newest = checkpoint.latest_valid(tmp_path / "checkpoints")
+    step = checkpoint.load_checkpoint(newest)[2]["progress"]["step"]
+    assert step % 4 == 0 and step > 0
+    assert len(checkpoint.load_checkpoint(newest)[2]["rng"]) == 2  # both ranks' state, saved together
+
+
+# -- crash safety ----------------------------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_random_kill_9_then_resume_ends_bit_identical(tmp_path, data_root):
+    """kill -9 at random moments (start-up, mid-step, mid-save), resume=auto after each."""
+    settings = ("train.max_steps=48", "checkpoint.every_steps=2", "log.every_steps=4")
+    run_train(tmp_path / "straight", *settings)
+    run_dir = tmp_path / "killed"
+    rng = random.Random(1234)
+    for _ in range(4):
+        proc = _start(run_dir, *settings)
+        time.sleep(rng.uniform(3.0, 9.0))
+        if proc.poll() is None:
+            proc.kill()
+        proc.communicate()
+        assert checkpoint.latest_valid(run_dir / "checkpoints") is None or True  # never raises on leftovers
+    proc = run_train(run_dir, *settings)
+    assert_same_tensors(
+        load_weights(run_dir / "generator.safetensors"), load_weights(tmp_path / "straight" / "generator.safetensors")
+    )
+    assert [m["step"] for m in read_metrics(run_dir)] == list(range(4, 49, 4))  # no duplicate lines either
+    assert not list((run_dir / "checkpoints").glob(".tmp-*"))
+
+
+def test_corrupt_newest_checkpoint_falls_back_to_the_previous(tmp_path, data_root):
+    run_train(tmp_path, "train.max_steps=8", "checkpoint.every_steps=4")
+    newest = tmp_path / "checkpoints" / "step_0000008" / "generator.safetensors"
+    newest.write_bytes(newest.read_bytes()[:100])
+    proc = run_train(tmp_path, "train.max_steps=10", "checkpoint.every_steps=4")
+    assert "skipping checkpoint" in proc.stderr and "step_0000008" in proc.stderr
+    assert "at step 4" in proc.stdout
+
+
+def test_full_disk_during_a_save_keeps_the_previous_checkpoint(tmp_path, data_root):
+    disk = tmp_path / "disk"
+    disk.mkdir()
+    if subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m", "tmpfs", str(disk)]).returncode != 0:
+        pytest.skip("cannot mount a small tmpfs here")
+    try:
+        # One checkpoint is ~5 MB (weights plus Adam moments): the first fits in 8 MB, the second cannot.
+        proc = run_train(disk, "train.max_steps=8", "checkpoint.every_steps=4", "checkpoint.keep_last=5", check=False)
+        assert proc.returncode == 2, proc.stderr[-3000:]
+        lines = proc.stderr.strip().splitlines()
+        assert lines[-1].startswith("dcgan: error: cannot write checkpoint step_0000008")
+        assert "No space left on device" in lines[-1] and "step_0000004 is intact" in lines[-1]
+        assert checkpoint.latest_valid(disk / "checkpoints").name == "step_0000004"
+        assert not list((disk / "checkpoints").glob(".tmp-*"))
+    finally:
+        subprocess.run(["umount", str(disk)])
+
+
+# -- numerics --------------------------------------------------------------------------------------
+
+
+def test_nonfinite_losses_stop_the_run_and_keep_the_last_good_checkpoint(tmp_path, data_root):
+    run_train(tmp_path, "train.max_steps=10", "checkpoint.every_steps=10")
+    # Resume with absurd learning rates: the weights blow up within a few steps.
+    proc = run_train(tmp_path, "train.max_steps=60", "optim.lr_d=1e12", "optim.lr_g=1e12", "checkpoint.every_steps=5",
+                     "fault.max_nonfinite_steps=5", "fault.check_every=5", check=False)  # fmt: skip
+    assert proc.returncode == EXIT_NONFINITE, proc.stderr[-3000:]
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("dcgan: stopped:")]
+    assert "losses were NaN/inf for" in line and "consecutive steps since step 1" in line
+    assert "the last good checkpoint is" in line and "step_0000010" in line
+    assert checkpoint.latest_valid(tmp_path / "checkpoints").name == "step_0000010"
+    weights = load_weights(tmp_path / "checkpoints" / "step_0000010" / "generator.safetensors")
+    assert all(torch.isfinite(t).all() for t in weights.values())
+
+
+def test_gradient_clipping_runs_inside_each_step(tmp_path, data_root):
+    run_train(tmp_path / "clipped", "train.max_steps=8", "optim.clip_d=0.5", "optim.clip_g=0.5")
+    run_train(tmp_path / "free", "train.max_steps=8")
+    clipped, free = read_metrics(tmp_path / "clipped")[-1], read_metrics(tmp_path / "free")[-1]
+    assert clipped["loss_D"] != free["loss_D"]  # clipping changed the trajectory
+    assert clipped["grad_norm_D"] > 0.5  # the logged norm is the one before clipping
+
+
+# -- bad input -------------------------------------------------------------------------------------
+
+
+def _write_idx(folder: Path, images: np.ndarray, labels: np.ndarray, image_magic: int = 0x803) -> None:
+    folder.mkdir(parents=True, exist_ok=True)
+    n, rows, cols = images.shape
+    header = np.array([image_magic, n, rows, cols], dtype=">u4").tobytes()
+    (folder / "train-images-idx3-ubyte").write_bytes(header + images.astype(np.uint8).tobytes())
+    label_header = np.array([0x801, len(labels)], dtype=">u4").tobytes()
+    (folder / "train-labels-idx1-ubyte").write_bytes(label_header + labels.astype(np.uint8).tobytes())
+    for name in ("t10k-images-idx3-ubyte", "t10k-labels-idx1-ubyte"):
+        (folder / name).write_bytes(b"")
+
+
+@pytest.mark.parametrize(
+    ("damage", "message"),
+    [
+        ("none", None),
+        ("magic", "is not an MNIST image file (magic 0x00000802"),
+        ("truncated", "truncated or damaged, download it again"),
+        ("size", "holds 14x14 images; MNIST images are 28x28"),
+        ("count", "has 9 labels for 10 images"),
+        ("empty", "is too short to be an MNIST IDX file"),
+    ],
+)
+def test_bad_data_files_fail_in_one_line(tmp_path, damage, message):
+    raw = tmp_path / "MNIST" / "raw"
+    images, labels = np.random.default_rng(0).integers(0, 256, (10, 28, 28)), np.arange(10)
+    if damage == "size":
+        images = images[:, :14, :14]
+    _write_idx(raw, images, labels[:9] if damage == "count" else labels, 0x802 if damage == "magic" else 0x803)
+    path = raw / "train-images-idx3-ubyte"
+    if damage == "truncated":
+        path.write_bytes(path.read_bytes()[:-5])
+    if damage == "empty":
+        path.write_bytes(b"")
+    cfg = DataConfig(root=str(tmp_path), download=False)
+    if message is None:
+        assert torch.equal(load_images(cfg), torch.from_numpy(images.astype(np.uint8)))
+        return
+    with pytest.raises(UserError) as err:
+        load_images(cfg)
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_bad_data_through_the_cli(tmp_path):
+    _write_idx(tmp_path / "MNIST" / "raw", np.zeros((4, 28, 28)), np.arange(3))
+    proc = subprocess.run(train_command(tmp_path / "run", f"data.root={tmp_path}"), cwd=REPO, env=_env(),
+                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    labels = tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte"
+    expected = f"dcgan: error: {labels} has 3 labels for 4 images in train-images-idx3-ubyte"
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [expected]
+
+
+def test_sync_batchnorm_on_cpu_is_refused(tmp_path, data_root):
+    proc = run_train(tmp_path, "train.sync_batchnorm=true", check=False)
+    assert proc.returncode == 2 and "sync_batchnorm=true needs CUDA GPUs" in proc.stderr
+
+
+def test_secrets_never_reach_the_run_folder_or_the_logs(tmp_path, data_root):
+    secret = "0123456789abcdef0123456789abcdef01234567"
+    env = _env()
+    env["WANDB_API_KEY"] = secret
+    proc = subprocess.run(train_command(tmp_path, "log.tracker=wandb", "train.max_steps=4"), cwd=REPO, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert secret not in proc.stdout + proc.stderr
+    for path in tmp_path.rglob("*"):
+        if path.is_file():
+            assert secret.encode() not in path.read_bytes(), path
