@@ -87,6 +87,20 @@ def test_sigusr1_to_one_of_two_ranks_stops_both_with_a_checkpoint(tmp_path, data
     assert len(checkpoint.load_checkpoint(newest)[2]["rng"]) == 2  # both ranks' state, saved together
 
 
+@pytest.mark.slow
+def test_a_dead_rank_ends_the_whole_job_quickly_and_is_named(tmp_path, data_root):
+    proc = _start(tmp_path, "train.epochs=50", "log.every_steps=2", nproc=2)
+    _wait_for_training(tmp_path, proc)
+    workers = subprocess.run(["pgrep", "-f", f"output_dir={tmp_path}"], capture_output=True, text=True).stdout.split()
+    rank1 = [int(pid) for pid in workers if "RANK=1\0" in Path(f"/proc/{pid}/environ").read_text(errors="replace")]
+    killed_at = time.monotonic()
+    os.kill(rank1[0], signal.SIGKILL)
+    out, err = proc.communicate(timeout=120)
+    assert time.monotonic() - killed_at < 60
+    assert proc.returncode != 0
+    assert "rank      : 1" in err and "Signal 9 (SIGKILL)" in err, err[-3000:]
+
+
 # -- crash safety ----------------------------------------------------------------------------------
 
 
@@ -103,7 +117,9 @@ def test_random_kill_9_then_resume_ends_bit_identical(tmp_path, data_root):
         if proc.poll() is None:
             proc.kill()
         proc.communicate()
-        assert checkpoint.latest_valid(run_dir / "checkpoints") is None or True  # never raises on leftovers
+        newest = checkpoint.latest_valid(run_dir / "checkpoints")
+        if newest is not None:  # whatever the moment, the newest complete checkpoint loads
+            checkpoint.load_checkpoint(newest)
     proc = run_train(run_dir, *settings)
     assert_same_tensors(
         load_weights(run_dir / "generator.safetensors"), load_weights(tmp_path / "straight" / "generator.safetensors")
