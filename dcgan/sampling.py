@@ -12,8 +12,10 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from einops import rearrange
+from PIL import Image
 from safetensors import SafetensorError, safe_open
-from torchvision.utils import make_grid, save_image
+from torch.nn import functional as F
 
 from dcgan.checkpoint import GENERATOR_FORMAT, latest_valid, save_weights
 from dcgan.config import Config, ModelConfig, to_dict
@@ -79,11 +81,30 @@ def generate(generator: Generator, n: int, seed: int, pixel_range: str) -> torch
     return from_model_range(generator(noise).float(), pixel_range).cpu()
 
 
+def make_grid(images: torch.Tensor, padding: int = 2) -> torch.Tensor:
+    """(N, 1, H, W) -> one square-ish (1, H', W') grid, `padding` black pixels around every image.
+
+    The same layout as torchvision's make_grid; written with einops because importing torchvision
+    costs ~3 s per process (it imports torch._dynamo), paid by every rank and every CLI call.
+    """
+    columns = math.ceil(math.sqrt(len(images)))
+    rows = math.ceil(len(images) / columns)
+    blank = images.new_zeros(rows * columns - len(images), *images.shape[1:])
+    tiles = F.pad(torch.cat([images, blank]), (padding, 0, padding, 0))
+    grid = rearrange(tiles, "(r c) ch h w -> ch (r h) (c w)", c=columns)
+    return F.pad(grid, (0, padding, 0, padding))
+
+
+def to_uint8(images: torch.Tensor) -> torch.Tensor:
+    """[0, 1] floats -> uint8 pixels (what PNG files and W&B want)."""
+    return images.mul(255).round().clamp(0, 255).to(torch.uint8)
+
+
 def save_grid(images: torch.Tensor, path: Path) -> torch.Tensor:
-    """Write a square-ish PNG grid of (N, 1, H, W) images in [0, 1]; returns the (3, H, W) grid."""
+    """Write a square-ish grayscale PNG grid of (N, 1, H, W) images in [0, 1]; returns the (1, H, W) grid."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    grid = make_grid(images, nrow=math.ceil(math.sqrt(len(images))), padding=2)
-    save_image(grid, str(path))
+    grid = make_grid(images)
+    Image.fromarray(to_uint8(grid[0]).numpy(), mode="L").save(path)
     return grid
 
 
@@ -94,7 +115,7 @@ def write_samples(images: torch.Tensor, out: Path) -> None:
         save_grid(images, out)
     elif suffix == ".npy":
         out.parent.mkdir(parents=True, exist_ok=True)
-        array = (images[:, 0] * 255).round().to(torch.uint8).numpy()
+        array = to_uint8(images[:, 0]).numpy()
         np.save(out, array)
     else:
         raise UserError(f"--out {out}: use a .png (grid) or .npy (uint8 array) file name")

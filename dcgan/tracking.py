@@ -24,6 +24,7 @@ from tqdm import tqdm
 
 from dcgan import __version__
 from dcgan.config import Config, to_flat_dict
+from dcgan.sampling import to_uint8
 
 WANDB_ID_FILE = "wandb_run_id"
 
@@ -152,14 +153,14 @@ class RunLog:
         return f"step {step}/{self.total_steps} {shown} eta {_duration(eta)}"
 
     def image(self, grid: torch.Tensor, step: int) -> None:
-        """Send a (C, H, W) grid in [0, 1] to the tracker as uint8 (W&B shows float grids black)."""
+        """Send a (1, H, W) grid in [0, 1] to the tracker as uint8 (W&B shows float grids black)."""
         if not (self.trackers_on and self.main):
             return
-        pixels = grid.mul(255).round().clamp(0, 255).to(torch.uint8).cpu()
+        pixels = to_uint8(grid).cpu()
         try:
             if self.cfg.log.tracker == "wandb":
                 tracker = self.accelerator.get_tracker("wandb")
-                tracker.log_images({"samples": [rearrange(pixels, "c h w -> h w c").numpy()]}, step=step)
+                tracker.log_images({"samples": [rearrange(pixels, "1 h w -> h w").numpy()]}, step=step)
             else:
                 tracker = self.accelerator.get_tracker("tensorboard")
                 tracker.log_images({"samples": pixels[None]}, step=step, dataformats="NCHW")

@@ -49,7 +49,10 @@ def test_pixel_ranges_round_trip():
 
 
 def test_real_mnist_loads_once_into_memory(data_root):
+    from torchvision.datasets import MNIST
+
     images = load_images(DataConfig(root=str(data_root), download=False))
+    assert torch.equal(images, MNIST(str(data_root)).data)  # our IDX reader reads what torchvision reads
     assert images.shape == (60000, 28, 28) and images.dtype == torch.uint8
     assert abs(images.float().mean().item() / 255 - 0.1307) < 1e-3  # white digits on black
     assert load_images(DataConfig(root=str(data_root), limit=100)).shape == (100, 28, 28)

@@ -1,3 +1,4 @@
+import math
 import subprocess
 import sys
 
@@ -75,3 +76,14 @@ def test_same_seed_same_samples(generator_file):
 def test_bad_output_suffix(tmp_path):
     with pytest.raises(UserError, match="use a .png"):
         write_samples(torch.zeros(1, 1, 28, 28), tmp_path / "x.jpg")
+
+
+@pytest.mark.parametrize("n", [5, 10, 64])
+def test_grid_layout_matches_torchvision(n):
+    from torchvision.utils import make_grid as torchvision_grid
+
+    from dcgan.sampling import make_grid
+
+    images = torch.rand(n, 1, 28, 28)
+    ours, theirs = make_grid(images), torchvision_grid(images, nrow=math.ceil(math.sqrt(n)), padding=2)
+    assert ours.shape == (1, *theirs.shape[1:]) and torch.equal(ours[0], theirs[0])

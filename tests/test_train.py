@@ -7,13 +7,13 @@ from pathlib import Path
 
 import pytest
 import torch
-import torchvision
 import yaml
 from PIL import Image
 
 from conftest import REPO, _env, assert_same_tensors, load_weights, read_metrics, run_train
 from dcgan import checkpoint
-from dcgan.config import ModelConfig
+from dcgan.config import DataConfig, ModelConfig
+from dcgan.data import load_images
 from dcgan.models import build_models
 from dcgan.sampling import generate, load_generator
 
@@ -146,7 +146,7 @@ def test_short_real_mnist_run_learns(tmp_path, data_root):
     assert all(m["D_x"] > m["D_G_z"] for m in metrics)  # D tells real from fake
     assert metrics[0]["loss_D"] < 2 * math.log(2)  # D learns at once from its chance-level start
     assert sum(m["loss_G"] for m in metrics[-5:]) / 5 > metrics[0]["loss_G"]  # and G's loss rises with it
-    real = torchvision.datasets.MNIST(str(data_root)).data[:2000].float() / 255
+    real = load_images(DataConfig(root=str(data_root), limit=2000)).float() / 255
     trained, pixel_range = load_generator(tmp_path)
     torch.manual_seed(0)
     untrained = build_models(ModelConfig())[0].eval()
