@@ -17,6 +17,7 @@ import warnings
 from pathlib import Path
 from typing import Any
 
+import accelerate
 import torch
 from accelerate import Accelerator
 from einops import rearrange
@@ -78,7 +79,7 @@ class RunLog:
             "world_size": self.accelerator.num_processes,
             "precision": self.cfg.train.mixed_precision,
             "device": self.accelerator.device.type,
-            "versions": f"dcgan {__version__}, torch {torch.__version__}",
+            "versions": f"dcgan {__version__}, torch {torch.__version__}, accelerate {accelerate.__version__}",
         }
         init_kwargs: dict[str, Any] = {}
         if log.tracker == "wandb":
