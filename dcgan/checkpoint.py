@@ -156,6 +156,24 @@ def latest_valid(root: Path) -> Path | None:
     return None
 
 
+def resolve_resume(root: Path, resume: str) -> Path | None:
+    """The checkpoint `resume` (auto | never | a folder) asks for under `root`, or None to start fresh."""
+    remove_partial(root)  # leftovers of a save that was killed
+    if resume == "never":
+        if list_checkpoints(root):
+            raise UserError(
+                f"{root} already holds checkpoints and resume=never would train over them; "
+                "use resume=auto to continue, or another output_dir"
+            )
+        return None
+    if resume == "auto":
+        return latest_valid(root)
+    path = Path(resume)
+    if not path.is_dir():
+        raise UserError(f"resume={resume}: no such checkpoint folder (or use auto / never)")
+    return path
+
+
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:
     """(generator weights, discriminator weights, state) from a verified checkpoint folder."""
     problem = verify(path)

@@ -189,3 +189,26 @@ def _duration(seconds: float) -> str:
     minutes, secs = divmod(int(seconds), 60)
     hours, minutes = divmod(minutes, 60)
     return f"{hours}h{minutes:02d}m" if hours else f"{minutes}m{secs:02d}s"
+
+
+class Meter:
+    """Sums per-step metrics on the device; the host reads them (and ranks average them) only at flush."""
+
+    def __init__(self, width: int, device: torch.device):
+        self.total = torch.zeros(width, device=device)
+        self.count = 0
+        self.started = time.perf_counter()
+
+    def add(self, values: torch.Tensor) -> None:
+        self.total += values
+        self.count += 1
+
+    def flush(self, accelerator, extra: torch.Tensor) -> tuple[list[float], int, float]:
+        """(rank-averaged [step means since the last flush, *extra], steps since then, seconds since then)."""
+        local = torch.cat([self.total / self.count, extra.float()])
+        means = accelerator.reduce(local, reduction="mean").tolist()
+        now = time.perf_counter()
+        steps, seconds = self.count, now - self.started
+        self.started, self.count = now, 0
+        self.total.zero_()
+        return means, steps, seconds

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,7 +26,7 @@ from dcgan.models import build_models
 from dcgan.pictures import make_gif, plot_losses
 from dcgan.rng import capture, derive_seed, restore
 from dcgan.sampling import GENERATOR_FILE, export_generator, save_grid
-from dcgan.tracking import RunLog
+from dcgan.tracking import Meter, RunLog
 
 METRICS = ("loss_D", "loss_G", "D_x", "D_G_z")
 FIXED_SAMPLES = 64
@@ -88,22 +87,8 @@ class Trainer:
         except OSError as e:
             raise UserError(f"output_dir {self.run_dir} is not writable ({e.strerror})") from None
         ensure_dataset(cfg.data)
-        ckpt_root = self.run_dir / "checkpoints"
-        checkpoint.remove_partial(ckpt_root)  # leftovers of a save that was killed
-        if cfg.resume == "never":
-            if checkpoint.list_checkpoints(ckpt_root):
-                raise UserError(
-                    f"{ckpt_root} already holds checkpoints and resume=never would train over them; "
-                    "use resume=auto to continue, or another output_dir"
-                )
-            return None
-        if cfg.resume == "auto":
-            found = checkpoint.latest_valid(ckpt_root)
-            return str(found) if found else None
-        path = Path(cfg.resume)
-        if not path.is_dir():
-            raise UserError(f"resume={cfg.resume}: no such checkpoint folder (or use auto / never)")
-        return str(path)
+        found = checkpoint.resolve_resume(self.run_dir / "checkpoints", cfg.resume)
+        return str(found) if found else None
 
     def _layout(self) -> dict[str, int]:
         """What fixes the data order and the per-rank streams; a resumed run must match it exactly."""
@@ -219,7 +204,7 @@ class Trainer:
 
     def _loop(self, total: int, per_epoch: int) -> None:
         cfg, acc, p = self.cfg, self.accelerator, self.progress
-        meter = _Meter(len(METRICS), acc.device)
+        meter = Meter(len(METRICS), acc.device)
         saved_at = p.step
         while p.step < total:
             order = self.batches.indices(p.epoch).to(acc.device)
@@ -278,7 +263,7 @@ class Trainer:
                 EXIT_PREEMPTED,
             )
 
-    def _log(self, meter: _Meter) -> None:
+    def _log(self, meter: Meter) -> None:
         """Rank-averaged metrics of the steps since the last log (one all-reduce), plus the current state."""
         acc, p, train = self.accelerator, self.progress, self.cfg.train
         means, steps, seconds = meter.flush(acc, extra=self.grad_norms)
@@ -363,26 +348,3 @@ class Trainer:
             make_gif(self.run_dir / "samples", self.run_dir / "progress.gif")
             self.log.print(f"done: {self.run_dir / GENERATOR_FILE}")
         self.log.close()
-
-
-class _Meter:
-    """Sums per-step metrics on the device; the host reads them (and ranks average them) only at flush."""
-
-    def __init__(self, width: int, device: torch.device):
-        self.total = torch.zeros(width, device=device)
-        self.count = 0
-        self.started = time.perf_counter()
-
-    def add(self, values: torch.Tensor) -> None:
-        self.total += values
-        self.count += 1
-
-    def flush(self, accelerator, extra: torch.Tensor) -> tuple[list[float], int, float]:
-        """(rank-averaged [step means since the last flush, *extra], steps since then, seconds since then)."""
-        local = torch.cat([self.total / self.count, extra.float()])
-        means = accelerator.reduce(local, reduction="mean").tolist()
-        now = time.perf_counter()
-        steps, seconds = self.count, now - self.started
-        self.started, self.count = now, 0
-        self.total.zero_()
-        return means, steps, seconds
