@@ -77,6 +77,14 @@ class TrainConfig:
     """Run on the CPU even when a GPU is present."""
     sync_batchnorm: bool = False
     """SyncBatchNorm across GPUs (GPU only): BN statistics over the global batch instead of each rank's."""
+    compile: bool = False
+    """torch.compile both networks (Inductor): the first steps compile, the rest run fused kernels."""
+    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "auto"
+    """`auto`: reduce-overhead (CUDA graphs) on one GPU, default on a CPU or with several processes."""
+    channels_last: bool = True
+    """NHWC (channels-last) memory order: oneDNN's native layout on a CPU, saving a layout copy per conv."""
+    tf32: bool = True
+    """Allow TF32 matrix units for float32 convolutions and matmuls on Ampere and later GPUs."""
     g_first: bool = False
     """Step G before D in each iteration (the tutorial's order); the default steps D first."""
     real_label: float = 1.0

@@ -16,6 +16,7 @@ from accelerate import Accelerator
 from accelerate.utils import (
     DistributedDataParallelKwargs,
     InitProcessGroupKwargs,
+    TorchDynamoPlugin,
     broadcast_object_list,
     gather_object,
 )
@@ -42,11 +43,13 @@ def make_accelerator(cfg: Config) -> Accelerator:
     # old flag still does exactly what we want on every torch we allow.
     warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
     trackers = None if cfg.log.tracker == "none" else cfg.log.tracker
+    cpu = cfg.train.cpu or not torch.cuda.is_available()
     accelerator = Accelerator(
         # Without cpu=True a `--multi_gpu` launch on a GPU-less host starts independent rank-0 processes.
-        cpu=cfg.train.cpu or not torch.cuda.is_available(),
+        cpu=cpu,
         mixed_precision=precision,
         kwargs_handlers=[ddp, InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.fault.timeout_s))],
+        dynamo_plugin=_dynamo_plugin(cfg, cpu),
         log_with=trackers,
         project_dir=cfg.output_dir,
     )
@@ -57,6 +60,40 @@ def make_accelerator(cfg: Config) -> Accelerator:
             "use a launch/ config (see launch/README.md)"
         )
     return accelerator
+
+
+def _dynamo_plugin(cfg: Config, cpu: bool) -> TorchDynamoPlugin:
+    """Compilation settings, stated in full so ACCELERATE_DYNAMO_* variables from a launcher cannot change them.
+
+    `prepare()` then compiles each network after wrapping it in DDP. CUDA graphs (reduce-overhead) are
+    only the automatic choice for a single GPU: under DDP the all-reduce hooks split the graphs anyway.
+    """
+    mode = cfg.train.compile_mode
+    if mode == "auto":
+        single_gpu = not cpu and int(os.environ.get("WORLD_SIZE", "1")) == 1
+        mode = "reduce-overhead" if single_gpu else "default"
+    return TorchDynamoPlugin(
+        backend="inductor" if cfg.train.compile else "no",
+        mode=mode,
+        fullgraph=False,
+        dynamic=False,  # every batch has the same shape (the remainder of an epoch is dropped)
+        use_regional_compilation=False,
+    )
+
+
+def configure_backends(cfg: Config, device: torch.device) -> None:
+    """Process-wide kernel choices for CUDA: autotuned convolutions, and TF32 where the config allows it."""
+    if device.type != "cuda":
+        return
+    torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithm once
+    torch.backends.cudnn.allow_tf32 = cfg.train.tf32
+    torch.backends.cuda.matmul.allow_tf32 = cfg.train.tf32
+
+
+def bare_model(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
+    """The plain module inside the DDP and torch.compile wrappers: its state_dict has the plain key names."""
+    model = accelerator.unwrap_model(model)
+    return getattr(model, "_orig_mod", model)
 
 
 def on_main(accelerator: Accelerator, fn: Callable[[], T]) -> T:

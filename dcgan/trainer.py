@@ -19,7 +19,7 @@ from torch.nn import functional as F
 from dcgan import checkpoint
 from dcgan.config import Config, to_dict
 from dcgan.data import ShardedBatches, ensure_dataset, from_model_range, load_images, to_model_range
-from dcgan.distributed import gather_per_rank, make_accelerator, on_main
+from dcgan.distributed import bare_model, configure_backends, gather_per_rank, make_accelerator, on_main
 from dcgan.errors import Stopped, UserError
 from dcgan.faults import EXIT_NONFINITE, EXIT_PREEMPTED, NonFiniteWatch, StopSignals
 from dcgan.models import build_models
@@ -57,9 +57,17 @@ class Trainer:
         if cfg.train.sync_batchnorm and acc.num_processes > 1:
             generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
             discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
-        opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas)
-        opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas)
+        if cfg.train.channels_last:
+            generator = generator.to(memory_format=torch.channels_last)
+            discriminator = discriminator.to(memory_format=torch.channels_last)
+        configure_backends(cfg, acc.device)
+        # Fused Adam: one kernel for all parameters, and on a GPU the fp16 scaler's skip check stays on
+        # the device (no host sync per step). The parameters must be on the device when it is created.
+        generator, discriminator = generator.to(acc.device), discriminator.to(acc.device)
+        opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas, fused=True)
+        opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas, fused=True)
         self.G, self.D, self.opt_g, self.opt_d = acc.prepare(generator, discriminator, opt_g, opt_d)
+        self._cuda_graphs = cfg.train.compile and acc.state.dynamo_plugin.mode == "reduce-overhead"
         torch.manual_seed(derive_seed(cfg.seed, "torch", acc.process_index))
         self.noise = torch.Generator(acc.device).manual_seed(derive_seed(cfg.seed, "noise", acc.process_index))
         fixed = torch.Generator().manual_seed(derive_seed(cfg.seed, "fixed"))
@@ -68,6 +76,9 @@ class Trainer:
         self.nonfinite = NonFiniteWatch(acc.device)
         self.signals = StopSignals()
         self._measure = False
+        self.meter = Meter(len(METRICS), acc.device)
+        self._order: torch.Tensor | None = None
+        self._order_epoch = -1
         self.progress = Progress()
         if resume_from is not None:
             self._load(Path(resume_from))
@@ -109,8 +120,8 @@ class Trainer:
                     f"cannot resume from {path}: the {section} changed ({diff}); "
                     "resume with the same settings and number of processes, or start a new output_dir"
                 )
-        acc.unwrap_model(self.G).load_state_dict(g_state)
-        acc.unwrap_model(self.D).load_state_dict(d_state)
+        bare_model(acc, self.G).load_state_dict(g_state)
+        bare_model(acc, self.D).load_state_dict(d_state)
         self.opt_g.load_state_dict(state["optim_g"])
         self.opt_d.load_state_dict(state["optim_d"])
         # The config's learning rates and betas win over the saved ones, so a resume can change them.
@@ -121,6 +132,8 @@ class Trainer:
             acc.scaler.load_state_dict(state["scaler"])
         restore(state["rng"][acc.process_index], self.noise)
         self.progress = Progress(**state["progress"])
+        if self.progress.batch_in_epoch == self.batches.steps_per_epoch:  # saved by an older version at an epoch end
+            self.progress.epoch, self.progress.batch_in_epoch = self.progress.epoch + 1, 0
         acc.print(f"resumed from {path} at step {self.progress.step}")
 
     # -- one iteration -----------------------------------------------------------------------------
@@ -131,6 +144,8 @@ class Trainer:
         With `measure`, both networks' gradient norms are kept in `self.grad_norms` (D, G).
         """
         self._measure = measure
+        if self._cuda_graphs:
+            torch.compiler.cudagraph_mark_step_begin()  # this iteration's graph outputs replace the last one's
         z = torch.randn(real.shape[0], self.cfg.model.z_dim, device=real.device, generator=self.noise)
         fake = self.G(z)
         if self.cfg.train.g_first:
@@ -195,39 +210,49 @@ class Trainer:
             f"{cfg.train.batch_size * acc.num_processes}; run folder {self.run_dir}"
         )
         self.log.start()
+        self.meter = Meter(len(METRICS), acc.device)  # times from here, not from construction
         self.signals.install()
         try:
-            self._loop(total, per_epoch)
+            self._loop(total)
         finally:
             self.signals.uninstall()
         self._finish()
 
-    def _loop(self, total: int, per_epoch: int) -> None:
-        cfg, acc, p = self.cfg, self.accelerator, self.progress
-        meter = Meter(len(METRICS), acc.device)
+    def advance(self, measure: bool = False) -> torch.Tensor:
+        """The hot path of one iteration: next batch of this rank's shard, train step, progress.
+
+        No host sync: the batch is gathered from the on-device split, the metrics stay on the device.
+        """
+        p, per_epoch = self.progress, self.batches.steps_per_epoch
+        if self._order is None or self._order_epoch != p.epoch:
+            self._order, self._order_epoch = self.batches.indices(p.epoch).to(self.accelerator.device), p.epoch
+        real = to_model_range(self.images[self._order[p.batch_in_epoch]], self.cfg.data.pixel_range)
+        values = self.train_step(real, measure=measure)
+        self.meter.add(values)
+        p.step += 1
+        p.batch_in_epoch += 1
+        self.nonfinite.update(values[:2], p.step)
+        if p.batch_in_epoch == per_epoch:
+            p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+        return values
+
+    def _loop(self, total: int) -> None:
+        cfg, p = self.cfg, self.progress
         saved_at = p.step
         while p.step < total:
-            order = self.batches.indices(p.epoch).to(acc.device)
-            while p.batch_in_epoch < per_epoch and p.step < total:
-                real = to_model_range(self.images[order[p.batch_in_epoch]], cfg.data.pixel_range)
-                log_now = (p.step + 1) % cfg.log.every_steps == 0 or p.step + 1 == total
-                values = self.train_step(real, measure=log_now)
-                meter.add(values)
-                p.step += 1
-                p.batch_in_epoch += 1
-                self.nonfinite.update(values[:2], p.step)
-                self.log.advance()
-                if log_now:
-                    self._log(meter)
-                if p.step % cfg.fault.check_every == 0:
-                    self._check_stop()
-                if cfg.log.sample_every and p.step % cfg.log.sample_every == 0:
-                    self._sample_fixed()
-                if cfg.checkpoint.every_steps and p.step % cfg.checkpoint.every_steps == 0:
-                    self.save()
-                    saved_at = p.step
-            if p.batch_in_epoch >= per_epoch:
-                p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+            log_now = (p.step + 1) % cfg.log.every_steps == 0 or p.step + 1 == total
+            self.advance(measure=log_now)
+            self.log.advance()
+            if log_now:
+                self._log()
+            if p.step % cfg.fault.check_every == 0:
+                self._check_stop()
+            if cfg.log.sample_every and p.step % cfg.log.sample_every == 0:
+                self._sample_fixed()
+            if cfg.checkpoint.every_steps and p.step % cfg.checkpoint.every_steps == 0:
+                self.save()
+                saved_at = p.step
+            if p.batch_in_epoch == 0:  # an epoch just ended
                 self._sample_fixed()
                 self._plot()
                 if saved_at != p.step:
@@ -263,10 +288,10 @@ class Trainer:
                 EXIT_PREEMPTED,
             )
 
-    def _log(self, meter: Meter) -> None:
+    def _log(self) -> None:
         """Rank-averaged metrics of the steps since the last log (one all-reduce), plus the current state."""
         acc, p, train = self.accelerator, self.progress, self.cfg.train
-        means, steps, seconds = meter.flush(acc, extra=self.grad_norms)
+        means, steps, seconds = self.meter.flush(acc, extra=self.grad_norms)
         values = dict(zip((*METRICS, "grad_norm_D", "grad_norm_G"), means, strict=True))
         values["lr_D"] = self.opt_d.param_groups[0]["lr"]
         values["lr_G"] = self.opt_g.param_groups[0]["lr"]
@@ -284,7 +309,7 @@ class Trainer:
         path = self.run_dir / "samples" / f"step_{step:07d}.png"
         if not self.accelerator.is_main_process or path.exists():
             return
-        generator = self.accelerator.unwrap_model(self.G)
+        generator = bare_model(self.accelerator, self.G)
         generator.eval()
         with torch.no_grad():
             images = from_model_range(generator(self.fixed_noise).float(), self.cfg.data.pixel_range)
@@ -325,8 +350,8 @@ class Trainer:
             return checkpoint.save_checkpoint(
                 root,
                 step,
-                acc.unwrap_model(self.G).state_dict(),
-                acc.unwrap_model(self.D).state_dict(),
+                bare_model(acc, self.G).state_dict(),
+                bare_model(acc, self.D).state_dict(),
                 state,
                 {"format": checkpoint.FORMAT, "step": str(step)},
                 self.cfg.checkpoint.keep_last,
@@ -342,7 +367,7 @@ class Trainer:
     def _finish(self) -> None:
         acc = self.accelerator
         if acc.is_main_process:
-            export_generator(self.run_dir / GENERATOR_FILE, acc.unwrap_model(self.G), self.cfg, self.progress.step)
+            export_generator(self.run_dir / GENERATOR_FILE, bare_model(acc, self.G), self.cfg, self.progress.step)
             self._sample_fixed()
             self._plot()
             make_gif(self.run_dir / "samples", self.run_dir / "progress.gif")

@@ -24,7 +24,7 @@ from dcgan.trainer import METRICS
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("order", ["train.g_first=false", "train.g_first=true"])
+@pytest.mark.parametrize("order", ["train.g_first=false", "train.g_first=true", "train.compile=true"])
 def test_ddp_world_size_weight_equality_and_no_d_allreduce_in_g_step(tmp_path, data_root, order):
     command = [
         sys.executable, "-m", "accelerate.commands.launch",

@@ -33,14 +33,17 @@ def test_smoke_run_writes_the_run_folder(tmp_path, data_root):
     assert generate(generator, 4, 0, pixel_range).shape == (4, 1, 28, 28)
 
 
-@pytest.mark.parametrize("precision", ["no", "bf16"])
-def test_resume_mid_epoch_is_bit_identical(tmp_path, data_root, precision):
+@pytest.mark.parametrize(
+    "setting",
+    ["train.mixed_precision=no", "train.mixed_precision=bf16", "train.compile=true"],
+    ids=["fp32", "bf16", "compiled"],
+)
+def test_resume_mid_epoch_is_bit_identical(tmp_path, data_root, setting):
     full, split = tmp_path / "full", tmp_path / "split"
-    mp = f"train.mixed_precision={precision}"
-    run_train(full, "train.max_steps=44", mp)
-    run_train(split, "train.max_steps=21", mp)  # stops mid-epoch 0 (32 steps per epoch)
+    run_train(full, "train.max_steps=44", setting)
+    run_train(split, "train.max_steps=21", setting)  # stops mid-epoch 0 (32 steps per epoch)
     assert not (split / "samples" / "step_0000032.png").exists()
-    proc = run_train(split, "train.max_steps=44", mp)
+    proc = run_train(split, "train.max_steps=44", setting)
     assert "resumed from" in proc.stdout and "at step 21" in proc.stdout
     assert_same_tensors(load_weights(full / "generator.safetensors"), load_weights(split / "generator.safetensors"))
     a, b = (checkpoint.load_checkpoint(run / "checkpoints" / "step_0000044") for run in (full, split))

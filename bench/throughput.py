@@ -1,0 +1,212 @@
+"""Images per second of the framework's training step against the tutorial's loop, side by side.
+
+    python bench/throughput.py --device cpu --batch 64 --precision no --json out.json
+
+Both run in this one process, same model, batch and precision, after a warm-up, in alternating timed
+windows (so a noisy machine slows both alike). The framework side is `Trainer.advance()`, the exact
+iteration `train.py` runs (batch from the on-device split, D step, G step, metrics kept on the device);
+the reference is bench/tutorial_loop.py. A benchmark, not a test: tests/test_bench.py only checks
+that it runs and that both sides compute the same losses.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: the reference lives beside it
+
+from tutorial_loop import TutorialLoop  # noqa: E402
+
+from dcgan.config import load_config  # noqa: E402
+from dcgan.data import to_model_range  # noqa: E402
+from dcgan.distributed import bare_model  # noqa: E402
+from dcgan.trainer import METRICS, Trainer  # noqa: E402
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
+    parser.add_argument("--batch", type=int, default=64, help="per-process batch size, both sides")
+    parser.add_argument("--precision", choices=("no", "bf16", "fp16"), default="no")
+    parser.add_argument("--threads", type=int, default=1, help="CPU threads for both sides (torch.set_num_threads)")
+    parser.add_argument("--data-root", default=os.environ.get("DCGAN_DATA", "data"), help="holds MNIST/raw/")
+    parser.add_argument("--windows", type=int, default=5, help="timed windows per side, alternating")
+    parser.add_argument("--steps", type=int, default=20, help="iterations per timed window")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed iterations per side first")
+    parser.add_argument("--compile", action="store_true", help="framework side with train.compile=true")
+    parser.add_argument("--only", choices=("framework", "reference"), help="time one side alone")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="framework config override")
+    parser.add_argument("--reference-precision", choices=("no", "bf16", "fp16"), help="default: --precision")
+    parser.add_argument("--check", action="store_true", help="no timing: both sides' losses on one fixed batch")
+    parser.add_argument("--json", type=Path, help="also write the result here")
+    return parser.parse_args(argv)
+
+
+def hardware(device: torch.device) -> dict[str, object]:
+    """What ran the benchmark, so a number is never quoted without its machine."""
+    cpu = platform.processor() or platform.machine()
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.is_file():
+        names = [
+            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
+        ]
+        cpu = names[0] if names else cpu
+    info: dict[str, object] = {
+        "cpu": cpu,
+        "logical_cpus": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "date": datetime.date.today().isoformat(),
+    }
+    for name in ("torchvision", "accelerate"):
+        info[name] = __import__(name).__version__
+    if device.type == "cuda":
+        info["gpu"] = torch.cuda.get_device_name(device)
+        info["cuda"] = torch.version.cuda
+    return info
+
+
+def framework_trainer(args: argparse.Namespace, run_dir: str) -> Trainer:
+    overrides = [
+        f"output_dir={run_dir}",
+        f"data.root={args.data_root}",
+        f"train.batch_size={args.batch}",
+        f"train.mixed_precision={args.precision}",
+        f"train.cpu={str(args.device == 'cpu').lower()}",
+        f"train.compile={str(args.compile).lower()}",
+        "resume=never",
+        *args.set,
+    ]
+    return Trainer(load_config(None, overrides))
+
+
+def _memory_mb(field: str) -> float:
+    """VmRSS (resident now) or VmHWM (the process's peak) from /proc, in MB; NaN where there is no /proc."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) for line in f if line.startswith(field)) / 1024
+    except (OSError, StopIteration):
+        return float("nan")
+
+
+class Side:
+    """One contender: a step function and what its timed windows measured."""
+
+    def __init__(self, name: str, step, device: torch.device, batch: int):
+        self.name, self.step, self.device, self.batch = name, step, device, batch
+        self.rates: list[float] = []
+        self.rss_mb = 0.0
+        self.gpu_peak_gb = 0.0
+        self.warmup_s = 0.0
+
+    def _sync(self) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+
+    def warm_up(self, steps: int) -> None:
+        started = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        self._sync()
+        self.warmup_s = time.perf_counter() - started
+
+    def window(self, steps: int) -> None:
+        if self.device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(self.device)
+        self._sync()
+        started = time.perf_counter()
+        for _ in range(steps):
+            self.step()
+        self._sync()
+        self.rates.append(steps * self.batch / (time.perf_counter() - started))
+        self.rss_mb = max(self.rss_mb, _memory_mb("VmRSS"))
+        if self.device.type == "cuda":
+            self.gpu_peak_gb = max(self.gpu_peak_gb, torch.cuda.max_memory_allocated(self.device) / 2**30)
+
+    def summary(self) -> dict[str, object]:
+        median = statistics.median(self.rates)
+        out = {
+            "images_per_s": round(median, 1),
+            "min": round(min(self.rates), 1),
+            "max": round(max(self.rates), 1),
+            "spread_pct": round(100 * (max(self.rates) - min(self.rates)) / median, 1),
+            "windows": [round(r, 1) for r in self.rates],
+            "warmup_s": round(self.warmup_s, 2),
+            "rss_MB": round(self.rss_mb),
+        }
+        if self.device.type == "cuda":
+            out["gpu_peak_GB"] = round(self.gpu_peak_gb, 3)
+        return out
+
+
+def run(args: argparse.Namespace) -> dict[str, object]:
+    device = torch.device(args.device)
+    torch.set_num_threads(args.threads)
+    result: dict[str, object] = {
+        "setting": {
+            "device": args.device, "batch": args.batch, "precision": args.precision, "threads": args.threads,
+            "reference_precision": args.reference_precision or args.precision, "compile": args.compile,
+            "overrides": args.set, "windows": args.windows, "steps": args.steps,
+        },
+        "hardware": hardware(device),
+    }  # fmt: skip
+    sides = []
+    with tempfile.TemporaryDirectory() as run_dir:
+        if args.only != "reference":
+            trainer = framework_trainer(args, run_dir)
+            sides.append(Side("framework", trainer.advance, device, args.batch))
+        if args.only != "framework":
+            reference = TutorialLoop(args.data_root, args.batch, args.reference_precision or args.precision, device)
+            sides.append(Side("reference", reference.step, device, args.batch))
+        for side in sides:
+            side.warm_up(args.warmup)
+        for _ in range(args.windows):
+            for side in sides:
+                side.window(args.steps)
+    for side in sides:
+        result[side.name] = side.summary()
+    if len(sides) == 2:
+        result["ratio"] = round(sides[0].summary()["images_per_s"] / sides[1].summary()["images_per_s"], 3)
+    result["peak_rss_MB"] = round(_memory_mb("VmHWM"))
+    return result
+
+
+def same_math(args: argparse.Namespace, steps: int = 3) -> dict[str, object]:
+    """Both sides from the same weights and noise on one fixed batch: their losses, step by step."""
+    device = torch.device(args.device)
+    with tempfile.TemporaryDirectory() as run_dir:
+        trainer = framework_trainer(args, run_dir)
+        reference = TutorialLoop(args.data_root, args.batch, args.precision, device)
+        reference.G.load_state_dict(bare_model(trainer.accelerator, trainer.G).state_dict())
+        reference.D[0].load_state_dict(bare_model(trainer.accelerator, trainer.D).state_dict())
+        reference.noise.set_state(trainer.noise.get_state())
+        real = to_model_range(trainer.images[: args.batch], trainer.cfg.data.pixel_range)
+        framework = [dict(zip(METRICS, trainer.train_step(real).tolist(), strict=True)) for _ in range(steps)]
+        tutorial = [reference.step(real) for _ in range(steps)]
+    return {"framework": framework, "reference": tutorial}
+
+
+def main(argv: list[str] | None = None) -> None:
+    args = parse_args(argv)
+    result = same_math(args) if args.check else run(args)
+    text = json.dumps(result, indent=2)
+    print(text)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(text + "\n")
+
+
+if __name__ == "__main__":
+    main()
