@@ -38,8 +38,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
-    name: Literal["dcgan"] = "dcgan"
-    """Architecture; the tutorial's DCGAN (see dcgan/models.py)."""
+    name: Literal["dcgan", "mlp"] = "dcgan"
+    """Architecture (dcgan/models.py): the tutorial's DCGAN, or its fully connected GAN (`mlp`, Sigmoid output)."""
     z_dim: int = 100
     """Length of the generator's noise vector."""
 
@@ -166,6 +166,11 @@ class Config:
         _check(self.seed >= 0, "seed", "must be >= 0")
         _check(bool(self.output_dir), "output_dir", "must not be empty")
         _check(bool(self.resume), "resume", "must be auto, never or a checkpoint path")
+        _check(
+            not (self.model.name == "mlp" and self.data.pixel_range == "signed"),
+            "data.pixel_range",
+            "the mlp generator ends in a Sigmoid and cannot produce [-1, 1] images; set data.pixel_range=unit",
+        )
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)
             if dataclasses.is_dataclass(section):

@@ -1,7 +1,9 @@
-"""The tutorial's DCGAN for 28x28 images, as plain single-device PyTorch modules.
+"""The tutorial's two GANs for 28x28 images, as plain single-device PyTorch modules.
 
-Spatial sizes: G 1 -> 4 -> 7 -> 14 -> 28, D 28 -> 14 -> 7 -> 4 -> 1. No layer has a bias (BatchNorm
-follows most of them). D returns logits, so the loss is BCE-with-logits, which is safe under autocast.
+`dcgan` (the default): spatial sizes G 1 -> 4 -> 7 -> 14 -> 28, D 28 -> 14 -> 7 -> 4 -> 1; no layer has
+a bias (BatchNorm follows most of them). `mlp`: the tutorial's first, fully connected GAN, kept as the
+baseline the DCGAN is compared against. Both Ds return logits, so the loss is BCE-with-logits, which
+is safe under autocast.
 """
 
 from __future__ import annotations
@@ -61,6 +63,49 @@ class Discriminator(nn.Module):
         return rearrange(self.net(x), "n 1 1 1 -> n")
 
 
+class MLPGenerator(nn.Module):
+    """The tutorial's lesson-1 G: z -> 256 -> 512 -> 1024 -> 784, LeakyReLU 0.2, Sigmoid (images in [0, 1])."""
+
+    def __init__(self, z_dim: int = 100):
+        super().__init__()
+        self.z_dim = z_dim
+        self.net = nn.Sequential(
+            *_dense(z_dim, 256),
+            *_dense(256, 512),
+            *_dense(512, 1024),
+            nn.Linear(1024, 28 * 28),
+            nn.Sigmoid(),
+        )
+
+    def forward(self, z: torch.Tensor) -> torch.Tensor:
+        """(N, z_dim) noise -> (N, 1, 28, 28) images in [0, 1]."""
+        return rearrange(self.net(z), "n (c h w) -> n c h w", c=1, h=28)
+
+
+class MLPDiscriminator(nn.Module):
+    """The tutorial's lesson-1 D: 784 -> 1024 -> 512 -> 256 -> 1, each hidden layer LeakyReLU 0.2 + Dropout 0.3."""
+
+    def __init__(self):
+        super().__init__()
+        self.net = nn.Sequential(
+            *_dense(28 * 28, 1024, dropout=0.3),
+            *_dense(1024, 512, dropout=0.3),
+            *_dense(512, 256, dropout=0.3),
+            nn.Linear(256, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 28, 28) images -> (N,) logits (the tutorial's final Sigmoid lives in the loss)."""
+        return rearrange(self.net(rearrange(x, "n c h w -> n (c h w)")), "n 1 -> n")
+
+
+def _dense(n_in: int, n_out: int, dropout: float = 0.0) -> list[nn.Module]:
+    layers: list[nn.Module] = [nn.Linear(n_in, n_out), nn.LeakyReLU(0.2, inplace=True)]
+    if dropout:
+        layers.append(nn.Dropout(dropout))
+    return layers
+
+
 def init_weights(module: nn.Module) -> None:
     """DCGAN initialisation (Radford et al. 2015): conv weights N(0, 0.02), BatchNorm gamma N(1, 0.02)."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
@@ -70,14 +115,32 @@ def init_weights(module: nn.Module) -> None:
         nn.init.zeros_(module.bias)
 
 
-def build_models(cfg: ModelConfig) -> tuple[Generator, Discriminator]:
-    """Both networks, initialised from the global RNG (seed it first for identical ranks)."""
-    generator, discriminator = Generator(cfg.z_dim), Discriminator()
-    generator.apply(init_weights)
-    discriminator.apply(init_weights)
+# name -> (generator class, discriminator class); `model.name` picks one.
+ARCHITECTURES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
+    "dcgan": (Generator, Discriminator),
+    "mlp": (MLPGenerator, MLPDiscriminator),
+}
+
+
+def _classes(cfg: ModelConfig) -> tuple[type[nn.Module], type[nn.Module]]:
+    if cfg.name not in ARCHITECTURES:
+        raise ValueError(f"unknown model {cfg.name!r} (known: {', '.join(ARCHITECTURES)})")
+    return ARCHITECTURES[cfg.name]
+
+
+def build_models(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
+    """Both networks, initialised from the global RNG (seed it first for identical ranks).
+
+    The DCGAN gets the paper's N(0, 0.02) init; the MLP keeps PyTorch's default Linear init, as the tutorial did.
+    """
+    generator_cls, discriminator_cls = _classes(cfg)
+    generator, discriminator = generator_cls(cfg.z_dim), discriminator_cls()
+    if cfg.name == "dcgan":
+        generator.apply(init_weights)
+        discriminator.apply(init_weights)
     return generator, discriminator
 
 
-def build_generator(cfg: ModelConfig) -> Generator:
-    """An uninitialised generator of the configured shape, to load weights into."""
-    return Generator(cfg.z_dim)
+def build_generator(cfg: ModelConfig) -> nn.Module:
+    """An uninitialised generator of the configured architecture, to load weights into."""
+    return _classes(cfg)[0](cfg.z_dim)

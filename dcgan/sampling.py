@@ -15,13 +15,14 @@ import torch
 from einops import rearrange
 from PIL import Image
 from safetensors import SafetensorError, safe_open
+from torch import nn
 from torch.nn import functional as F
 
 from dcgan.checkpoint import GENERATOR_FORMAT, latest_valid, save_weights
 from dcgan.config import Config, ModelConfig, to_dict
 from dcgan.data import from_model_range
 from dcgan.errors import UserError
-from dcgan.models import Generator, build_generator
+from dcgan.models import build_generator
 
 GENERATOR_FILE = "generator.safetensors"
 
@@ -35,7 +36,7 @@ def generator_metadata(cfg: Config, step: int) -> dict[str, str]:
     }
 
 
-def export_generator(path: Path, generator: Generator, cfg: Config, step: int) -> None:
+def export_generator(path: Path, generator: nn.Module, cfg: Config, step: int) -> None:
     save_weights(path, generator.state_dict(), generator_metadata(cfg, step))
 
 
@@ -53,7 +54,7 @@ def resolve_generator_file(path: Path) -> Path:
     raise UserError(f"{path} does not exist; pass a run folder or a {GENERATOR_FILE} file")
 
 
-def load_generator(path: Path) -> tuple[Generator, str]:
+def load_generator(path: Path) -> tuple[nn.Module, str]:
     """(generator in eval mode on CPU, its pixel range) from a file written by `export_generator`."""
     file = resolve_generator_file(path)
     try:
@@ -74,7 +75,7 @@ def load_generator(path: Path) -> tuple[Generator, str]:
 
 
 @torch.no_grad()
-def generate(generator: Generator, n: int, seed: int, pixel_range: str) -> torch.Tensor:
+def generate(generator: nn.Module, n: int, seed: int, pixel_range: str) -> torch.Tensor:
     """n images in [0, 1], shape (n, 1, 28, 28), from a seeded noise stream."""
     device = next(generator.parameters()).device
     noise = torch.randn(n, generator.z_dim, generator=torch.Generator().manual_seed(seed)).to(device)
