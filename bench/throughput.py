@@ -20,6 +20,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import torch
@@ -31,6 +32,7 @@ from tutorial_loop import TutorialLoop  # noqa: E402
 from dcgan.config import load_config  # noqa: E402
 from dcgan.data import to_model_range  # noqa: E402
 from dcgan.distributed import bare_model  # noqa: E402
+from dcgan.errors import UserError  # noqa: E402
 from dcgan.trainer import METRICS, Trainer  # noqa: E402
 
 
@@ -172,6 +174,8 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             sides.append(Side("reference", reference.step, device, args.batch))
         for side in sides:
             side.warm_up(args.warmup)
+        if device.type == "cuda" and args.only != "reference":
+            result["framework_host_syncs_per_10_steps"] = count_host_syncs(trainer.advance, 10)
         for _ in range(args.windows):
             for side in sides:
                 side.window(args.steps)
@@ -181,6 +185,20 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         result["ratio"] = round(sides[0].summary()["images_per_s"] / sides[1].summary()["images_per_s"], 3)
     result["peak_rss_MB"] = round(_memory_mb("VmHWM"))
     return result
+
+
+def count_host_syncs(step, steps: int) -> int:
+    """How many times `steps` calls of `step` made the host wait for the GPU (CUDA's sync debug mode)."""
+    torch.cuda.synchronize()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        torch.cuda.set_sync_debug_mode("warn")
+        try:
+            for _ in range(steps):
+                step()
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    return sum("synchroniz" in str(w.message) for w in caught)
 
 
 def same_math(args: argparse.Namespace, steps: int = 3) -> dict[str, object]:
@@ -200,7 +218,10 @@ def same_math(args: argparse.Namespace, steps: int = 3) -> dict[str, object]:
 
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
-    result = same_math(args) if args.check else run(args)
+    try:
+        result = same_math(args) if args.check else run(args)
+    except UserError as e:
+        sys.exit(f"error: {e}")
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:
