@@ -23,8 +23,9 @@ def _bench(tmp_path, *args: str) -> dict:
     return json.loads(out.read_text())
 
 
-def test_framework_and_tutorial_loop_compute_the_same_losses(tmp_path):
-    result = _bench(tmp_path, "--check", "--batch", "16")
+@pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
+def test_framework_and_tutorial_loop_compute_the_same_losses(tmp_path, compiled):
+    result = _bench(tmp_path, "--check", "--batch", "16", *(["--compile"] if compiled else []))
     framework, reference = result["framework"], result["reference"]
     assert len(framework) == len(reference) == 3
     for key in framework[0]:
