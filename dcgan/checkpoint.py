@@ -44,7 +44,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -89,7 +90,7 @@ def save_checkpoint(
         save_weights(tmp / "generator.safetensors", generator, metadata)
         save_weights(tmp / "discriminator.safetensors", discriminator, metadata)
         write_atomic(tmp / "state.pt", lambda p: torch.save(state, p))
-        files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
+        files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir())}
         manifest = {"format": FORMAT, "step": step, "files": files}
         write_atomic(tmp / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=1)))
         if final.exists():  # a re-save of the same step (e.g. a resumed run ending where it began)
@@ -108,6 +109,33 @@ def save_checkpoint(
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def snapshot(source: Path, dest: Path, extra_files: dict[str, str]) -> None:
+    """Replace `dest` with a copy of checkpoint folder `source` plus small text files (e.g. why it was kept).
+
+    Files are hard links where the filesystem allows (no extra space; rotation deleting `source` leaves
+    them intact). The copy is assembled under a `.tmp-` name (cleaned by `remove_partial` if killed), so
+    `dest` is always complete; for a moment between two renames it may be absent.
+    """
+    tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}")
+    old = dest.with_name(f".tmp-{dest.name}-old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, copy_function=_link_or_copy)
+    for name, text in extra_files.items():
+        (tmp / name).write_text(text)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(dest.parent)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def remove_partial(root: Path) -> None:
@@ -141,7 +169,7 @@ def verify(path: Path) -> str | None:
             return f"{name} is missing"
         if file.stat().st_size != entry["bytes"]:
             return f"{name} has {file.stat().st_size} bytes, expected {entry['bytes']}"
-        if _sha256(file) != entry["sha256"]:
+        if file_sha256(file) != entry["sha256"]:
             return f"{name} does not match its checksum"
     return None
 

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from dcgan.checkpoint import file_sha256
 from dcgan.config import DataConfig
 from dcgan.errors import UserError
 from dcgan.rng import derive_seed
@@ -116,6 +117,23 @@ def load_images(cfg: DataConfig, train: bool = True) -> torch.Tensor:
         raise UserError(f"cannot read {path} ({e.strerror})") from None
     images = torch.frombuffer(data, dtype=torch.uint8, offset=16).view(-1, 28, 28)
     return images[: cfg.limit] if cfg.limit else images
+
+
+def load_labels(cfg: DataConfig, train: bool = True) -> torch.Tensor:
+    """The split's digit labels as int64 (N,), in the order of `load_images`."""
+    check_idx_files(cfg, train)
+    path = raw_folder(cfg) / f"{'train' if train else 't10k'}-labels-idx1-ubyte"
+    try:
+        data = bytearray(path.read_bytes())
+    except OSError as e:
+        raise UserError(f"cannot read {path} ({e.strerror})") from None
+    labels = torch.frombuffer(data, dtype=torch.uint8, offset=8).long()
+    return labels[: cfg.limit] if cfg.limit else labels
+
+
+def split_sha256(cfg: DataConfig, train: bool = True) -> str:
+    """sha256 of the split's image file: what caches computed from the data are keyed by."""
+    return file_sha256(raw_folder(cfg) / f"{'train' if train else 't10k'}-images-idx3-ubyte")
 
 
 def to_model_range(images: torch.Tensor, pixel_range: str) -> torch.Tensor:
