@@ -14,10 +14,9 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError, safe_open
 from torch import nn
 
-from dcgan.checkpoint import file_sha256
+from dcgan.checkpoint import file_sha256, read_weights
 from dcgan.errors import UserError
 
 FORMAT = "dcgan-mnist-classifier/1"
@@ -86,12 +85,7 @@ def load_classifier(path: Path | None = None) -> tuple[MNISTClassifier, dict[str
         )
     if path is None and file_sha256(file) != WEIGHTS_SHA256:
         raise UserError(f"{file} does not match its recorded sha256 {WEIGHTS_SHA256[:12]}...; reinstall the package")
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"{file} is not a readable safetensors file ({e})") from None
+    tensors, meta = read_weights(file)
     try:
         record = json.loads(meta.get(METADATA_KEY, "{}"))
     except ValueError:

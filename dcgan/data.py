@@ -107,28 +107,27 @@ def check_idx_files(cfg: DataConfig, train: bool = True) -> None:
         raise UserError(f"{labels} has {label_count} labels for {count} images in {images.name}")
 
 
-def load_images(cfg: DataConfig, train: bool = True) -> torch.Tensor:
-    """The split's images as one uint8 tensor of shape (N, 28, 28), white digits on black."""
+def _read_idx(cfg: DataConfig, train: bool, kind: str, header_bytes: int) -> torch.Tensor:
+    """The split's `kind` (images | labels) file after its header, as flat uint8, first `cfg.limit` items only."""
     check_idx_files(cfg, train)
-    path = raw_folder(cfg) / f"{'train' if train else 't10k'}-images-idx3-ubyte"
+    path = raw_folder(cfg) / f"{'train' if train else 't10k'}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
     try:
         data = bytearray(path.read_bytes())
     except OSError as e:
         raise UserError(f"cannot read {path} ({e.strerror})") from None
-    images = torch.frombuffer(data, dtype=torch.uint8, offset=16).view(-1, 28, 28)
-    return images[: cfg.limit] if cfg.limit else images
+    values = torch.frombuffer(data, dtype=torch.uint8, offset=header_bytes)
+    item = 28 * 28 if kind == "images" else 1
+    return values[: cfg.limit * item] if cfg.limit else values
+
+
+def load_images(cfg: DataConfig, train: bool = True) -> torch.Tensor:
+    """The split's images as one uint8 tensor of shape (N, 28, 28), white digits on black."""
+    return _read_idx(cfg, train, "images", 16).view(-1, 28, 28)
 
 
 def load_labels(cfg: DataConfig, train: bool = True) -> torch.Tensor:
     """The split's digit labels as int64 (N,), in the order of `load_images`."""
-    check_idx_files(cfg, train)
-    path = raw_folder(cfg) / f"{'train' if train else 't10k'}-labels-idx1-ubyte"
-    try:
-        data = bytearray(path.read_bytes())
-    except OSError as e:
-        raise UserError(f"cannot read {path} ({e.strerror})") from None
-    labels = torch.frombuffer(data, dtype=torch.uint8, offset=8).long()
-    return labels[: cfg.limit] if cfg.limit else labels
+    return _read_idx(cfg, train, "labels", 8).long()
 
 
 def split_sha256(cfg: DataConfig, train: bool = True) -> str:

@@ -14,12 +14,11 @@ import numpy as np
 import torch
 from einops import rearrange
 from PIL import Image
-from safetensors import SafetensorError, safe_open
 from torch import nn
 from torch.nn import functional as F
 
 from dcgan.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from dcgan.checkpoint import GENERATOR_FORMAT, latest_valid, save_weights
+from dcgan.checkpoint import GENERATOR_FORMAT, latest_valid, read_weights, save_weights
 from dcgan.config import Config, ModelConfig, to_dict
 from dcgan.data import from_model_range
 from dcgan.errors import UserError
@@ -58,12 +57,7 @@ def resolve_generator_file(path: Path) -> Path:
 def load_generator(path: Path) -> tuple[nn.Module, str]:
     """(generator in eval mode on CPU, its pixel range) from a file written by `export_generator`."""
     file = resolve_generator_file(path)
-    try:
-        with safe_open(str(file), framework="pt") as f:
-            meta = f.metadata() or {}
-            tensors = {k: f.get_tensor(k) for k in f.keys()}  # noqa: SIM118 (safe_open is not iterable)
-    except (SafetensorError, OSError) as e:
-        raise UserError(f"{file} is not a readable safetensors file ({e})") from None
+    tensors, meta = read_weights(file)
     # A checkpoint's generator.safetensors carries the same model metadata under the checkpoint format.
     if meta.get("format") not in (GENERATOR_FORMAT, CHECKPOINT_FORMAT) or "model" not in meta:
         raise UserError(f"{file} is not a dcgan generator (no '{GENERATOR_FORMAT}' metadata)")
