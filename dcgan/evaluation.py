@@ -44,7 +44,12 @@ LOGGED = ("fid_mnist", "kid", "is_mnist", "coverage_min", "precision", "recall")
 
 
 def score(features: torch.Tensor, probs: torch.Tensor, reference: Reference, seed: int = 0) -> dict[str, Any]:
-    """All metrics of generated features/probabilities against the reference (see dcgan/metrics.py)."""
+    """All metrics of generated features/probabilities against the reference (see dcgan/metrics.py).
+
+    Non-finite features (a diverged G) give NaN metrics instead of an error in the eigen-decomposition.
+    """
+    if not torch.isfinite(features).all():
+        return dict.fromkeys((*LOGGED, "kid_std"), math.nan) | {"coverage": [], "num_samples": len(features)}
     reference = reference.to(features.device)
     mu, sigma = mean_and_covariance(features)
     kid, kid_std = kernel_inception_distance(reference.features, features, seed=seed)
@@ -112,6 +117,9 @@ class Evaluator:
         self.cfg, self.accelerator, self.run_dir = cfg, accelerator, run_dir
         self.classifier: MNISTClassifier | None = None
         self.reference: Reference | None = None
+        if cfg.eval.every_epochs:  # a missing or damaged network stops the run now, not after an epoch
+            classifier, meta = load_classifier()
+            self.classifier, self.classifier_sha256 = classifier.to(accelerator.device), meta["sha256"]
 
     def due(self, epoch: int) -> bool:
         every = self.cfg.eval.every_epochs
@@ -123,9 +131,6 @@ class Evaluator:
             return
         acc, cfg = self.accelerator, self.cfg
         started = time.perf_counter()
-        if self.classifier is None:
-            classifier, meta = load_classifier()
-            self.classifier, self.classifier_sha256 = classifier.to(acc.device), meta["sha256"]
         # The same noise every epoch (epochs differ by G alone), and the numbers `dcgan eval --seed SEED`
         # prints for the checkpoint of this step.
         seed = cfg.seed
@@ -149,7 +154,7 @@ class Evaluator:
         """Copy this step's checkpoint to checkpoints/best/ if its fid_mnist beats the kept one's."""
         root = self.run_dir / "checkpoints"
         record = root / BEST / "best.json"
-        if record.is_file() and json.loads(record.read_text())["fid_mnist"] <= values["fid_mnist"]:
+        if not values["fid_mnist"] < _kept_fid(record):  # also false for NaN
             return False
         source = root / checkpoint.checkpoint_name(step)
         if not source.is_dir():  # the save was skipped (non-finite losses): nothing to keep
@@ -157,6 +162,14 @@ class Evaluator:
         summary = json.dumps({"step": step, "epoch": epoch, **values}, indent=1)
         checkpoint.snapshot(source, root / BEST, {"best.json": summary})
         return True
+
+
+def _kept_fid(record: Path) -> float:
+    """fid_mnist of the kept best checkpoint; infinity if there is none (or its record is unreadable)."""
+    try:
+        return float(json.loads(record.read_text())["fid_mnist"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return math.inf
 
 
 def evaluate(

@@ -109,7 +109,9 @@ def test_best_checkpoint_survives_rotation_and_only_improves(tmp_path):
     def save(step: int):
         checkpoint.save_checkpoint(root, step, weights, weights, {"step": step}, {"format": checkpoint.FORMAT}, 1)
 
-    evaluator = Evaluator(Config(output_dir=str(tmp_path)), accelerator=None, run_dir=tmp_path)
+    cfg = Config(output_dir=str(tmp_path))
+    cfg.eval.every_epochs = 0  # no network needed to keep checkpoints
+    evaluator = Evaluator(cfg, accelerator=None, run_dir=tmp_path)
     save(10)
     assert evaluator._keep_best({"fid_mnist": 5.0}, step=10, epoch=1)
     save(20)
@@ -118,6 +120,7 @@ def test_best_checkpoint_survives_rotation_and_only_improves(tmp_path):
     assert [p.name for p in checkpoint.list_checkpoints(root)] == ["step_0000030"]
     assert json.loads((root / BEST / "best.json").read_text())["step"] == 10
     assert checkpoint.verify(root / BEST) is None
+    assert not evaluator._keep_best({"fid_mnist": float("nan")}, step=30, epoch=3)  # a diverged G is never best
     assert evaluator._keep_best({"fid_mnist": 4.0}, step=30, epoch=3)
     assert json.loads((root / BEST / "best.json").read_text())["step"] == 30
     assert not list(root.glob(".tmp-*"))
@@ -151,3 +154,10 @@ def test_truncation_changes_samples_deterministically(tmp_path):
     a = generate(loaded, 4, 0, pixel_range, truncation=0.5)
     assert torch.equal(a, generate(loaded, 4, 0, pixel_range, truncation=0.5))
     assert not torch.equal(a, generate(loaded, 4, 0, pixel_range))
+
+
+def test_a_diverged_generator_scores_nan_instead_of_crashing():
+    from dcgan.evaluation import score
+
+    values = score(torch.full((200, 224), float("nan")), torch.full((200, 10), 0.1), reference=None)
+    assert all(values[k] != values[k] for k in ("fid_mnist", "kid", "precision", "coverage_min"))  # NaN
