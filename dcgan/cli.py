@@ -1,4 +1,4 @@
-"""Command line: `dcgan train|sample ...`; user mistakes end as one line on stderr, not a traceback."""
+"""Command line: `dcgan train|sample|eval|gif|train-classifier ...`; user mistakes end as one line on stderr."""
 
 from __future__ import annotations
 
