@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors import SafetensorError
+from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
 from dcgan.errors import UserError
@@ -44,7 +44,8 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-def _sha256(path: Path) -> str:
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file, read in 1 MB chunks."""
     digest = hashlib.sha256()
     with path.open("rb") as f:
         for chunk in iter(lambda: f.read(1 << 20), b""):
@@ -63,6 +64,15 @@ def write_atomic(path: Path, write: Callable[[Path], None]) -> None:
     finally:
         tmp.unlink(missing_ok=True)
     _fsync_dir(path.parent)
+
+
+def read_weights(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, str]]:
+    """(tensors, metadata) of a safetensors file; a file that is not one is a UserError naming it."""
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            return {k: f.get_tensor(k) for k in f.keys()}, f.metadata() or {}  # noqa: SIM118 (not iterable)
+    except (SafetensorError, OSError) as e:
+        raise UserError(f"{path} is not a readable safetensors file ({e})") from None
 
 
 def save_weights(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
@@ -89,7 +99,7 @@ def save_checkpoint(
         save_weights(tmp / "generator.safetensors", generator, metadata)
         save_weights(tmp / "discriminator.safetensors", discriminator, metadata)
         write_atomic(tmp / "state.pt", lambda p: torch.save(state, p))
-        files = {p.name: {"bytes": p.stat().st_size, "sha256": _sha256(p)} for p in sorted(tmp.iterdir())}
+        files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir())}
         manifest = {"format": FORMAT, "step": step, "files": files}
         write_atomic(tmp / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=1)))
         if final.exists():  # a re-save of the same step (e.g. a resumed run ending where it began)
@@ -108,6 +118,33 @@ def save_checkpoint(
     for old in list_checkpoints(root)[:-keep_last]:
         shutil.rmtree(old, ignore_errors=True)
     return final
+
+
+def snapshot(source: Path, dest: Path, extra_files: dict[str, str]) -> None:
+    """Replace `dest` with a copy of checkpoint folder `source` plus small text files (e.g. why it was kept).
+
+    Files are hard links where the filesystem allows (no extra space; rotation deleting `source` leaves
+    them intact). The copy is assembled under a `.tmp-` name (cleaned by `remove_partial` if killed), so
+    `dest` is always complete; for a moment between two renames it may be absent.
+    """
+    tmp = dest.with_name(f".tmp-{dest.name}-{os.getpid()}")
+    old = dest.with_name(f".tmp-{dest.name}-old-{os.getpid()}")
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(source, tmp, copy_function=_link_or_copy)
+    for name, text in extra_files.items():
+        (tmp / name).write_text(text)
+    if dest.exists():
+        os.replace(dest, old)
+    os.replace(tmp, dest)
+    shutil.rmtree(old, ignore_errors=True)
+    _fsync_dir(dest.parent)
+
+
+def _link_or_copy(src: str, dst: str) -> None:
+    try:
+        os.link(src, dst)
+    except OSError:
+        shutil.copy2(src, dst)
 
 
 def remove_partial(root: Path) -> None:
@@ -141,7 +178,7 @@ def verify(path: Path) -> str | None:
             return f"{name} is missing"
         if file.stat().st_size != entry["bytes"]:
             return f"{name} has {file.stat().st_size} bytes, expected {entry['bytes']}"
-        if _sha256(file) != entry["sha256"]:
+        if file_sha256(file) != entry["sha256"]:
             return f"{name} does not match its checksum"
     return None
 

@@ -1,4 +1,4 @@
-"""Command line: `dcgan train|sample ...`; user mistakes end as one line on stderr, not a traceback."""
+"""Command line: `dcgan train|sample|eval|gif|train-classifier ...`; user mistakes end as one line on stderr."""
 
 from __future__ import annotations
 
@@ -24,6 +24,26 @@ def _parser() -> argparse.ArgumentParser:
     sample.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     sample.add_argument("--out", type=Path, required=True, help="FILE.png (grid) or FILE.npy (uint8 N x 28 x 28)")
     sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    sample.add_argument("--truncation", type=float, help="redraw noise values beyond +-T: cleaner, less varied digits")
+
+    evaluate = sub.add_parser("eval", help="sample-quality metrics (fid_mnist, KID, IS, coverage, P/R) as JSON")
+    evaluate.add_argument("source", type=Path, nargs="?", help="run folder, checkpoint folder or generator file")
+    evaluate.add_argument("--real", action="store_true", help="score MNIST training images instead (the floor)")
+    evaluate.add_argument("--num-samples", type=int, default=10_000, help="images to score (default 10000)")
+    evaluate.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    evaluate.add_argument("--truncation", type=float, help="as for sample")
+    evaluate.add_argument("--data-root", help="folder holding MNIST/raw/ (default: the run's data.root, else data)")
+    evaluate.add_argument("--out", type=Path, help="JSON file to write (default: eval.json beside the generator)")
+
+    clf = sub.add_parser("train-classifier", help="train the MNIST feature network behind fid_mnist and friends")
+    clf.add_argument("--data-root", default="data", help="folder holding MNIST/raw/ (default: data)")
+    clf.add_argument("--out", type=Path, default=Path("mnist_classifier.safetensors"), help="weights file to write")
+    clf.add_argument("--seed", type=int, default=0)
+    clf.add_argument("--epochs", type=int, default=5)
+    clf.add_argument("--batch-size", type=int, default=128)
+    clf.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
+    clf.add_argument("--threads", type=int, default=1, help="torch threads (rounding depends on it)")
+    clf.add_argument("--limit", type=int, default=0, help="train on the first N images only (0 = all)")
 
     gif = sub.add_parser("gif", help="(re)write RUN_DIR/progress.gif from the run's fixed-noise grids")
     gif.add_argument("run_dir", type=Path)
@@ -44,9 +64,43 @@ def _sample(args: argparse.Namespace) -> None:
 
     if args.n < 1:
         raise UserError("--n must be at least 1")
+    if args.truncation is not None and args.truncation <= 0:
+        raise UserError("--truncation must be > 0")
     generator, pixel_range = load_generator(args.source)
-    write_samples(generate(generator, args.n, args.seed, pixel_range), args.out)
+    write_samples(generate(generator, args.n, args.seed, pixel_range, args.truncation), args.out)
     print(f"wrote {args.n} samples to {args.out}")
+
+
+def _eval(args: argparse.Namespace) -> None:
+    import json
+
+    from dcgan.evaluation import eval_defaults, evaluate, evaluate_real
+
+    if (args.source is None) == (not args.real):
+        raise UserError("pass a run folder or generator file, or --real (not both)")
+    if args.num_samples < 100 or (args.truncation is not None and args.truncation <= 0):
+        raise UserError("--num-samples must be >= 100 and --truncation > 0")
+    data_root, out = eval_defaults(args.source, args.data_root, args.out)
+    if args.real:
+        result = evaluate_real(args.num_samples, args.seed, data_root)
+    else:
+        result = evaluate(args.source, args.num_samples, args.seed, data_root, args.truncation)
+    if result is not None:  # the main process
+        text = json.dumps(result, indent=1)
+        out.write_text(text + "\n")
+        print(text)
+        print(f"wrote {out}", file=sys.stderr)
+
+
+def _train_classifier(args: argparse.Namespace) -> None:
+    from dcgan.classifier_train import train_classifier
+
+    if min(args.epochs, args.batch_size, args.threads) < 1 or args.lr <= 0 or args.limit < 0:
+        raise UserError("--epochs, --batch-size and --threads must be >= 1, --lr > 0, --limit >= 0")
+    training = train_classifier(
+        args.data_root, args.out, args.seed, args.epochs, args.batch_size, args.lr, args.threads, args.limit
+    )
+    print(f"wrote {args.out} (test accuracy {training['test_accuracy']:.2%})")
 
 
 def _gif(args: argparse.Namespace) -> None:
@@ -57,10 +111,13 @@ def _gif(args: argparse.Namespace) -> None:
     print(f"wrote {out} ({frames} frames)")
 
 
+_COMMANDS = {"train": _train, "sample": _sample, "eval": _eval, "gif": _gif, "train-classifier": _train_classifier}
+
+
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     try:
-        {"train": _train, "sample": _sample, "gif": _gif}[args.command](args)
+        _COMMANDS[args.command](args)
     except UserError as e:
         _say(f"dcgan: error: {e}")
         return EXIT_USER_ERROR

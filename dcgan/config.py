@@ -149,6 +149,18 @@ class FaultConfig:
 
 
 @dataclass
+class EvalConfig:
+    every_epochs: int = 1
+    """Score G (fid_mnist, KID, IS, coverage, precision/recall) every this many epochs and after the last; 0 = off."""
+    num_samples: int = 10_000
+    """Generated images per evaluation, shared across ranks; metrics depend on it, so compare runs at equal N."""
+
+    def validate(self) -> None:
+        _check(self.every_epochs >= 0, "eval.every_epochs", "must be >= 0 (0 = off)")
+        _check(self.num_samples >= 100, "eval.num_samples", "must be >= 100 (covariances and k-NN need many samples)")
+
+
+@dataclass
 class Config:
     seed: int = 0
     output_dir: str = "runs/mnist"
@@ -161,6 +173,7 @@ class Config:
     log: LogConfig = field(default_factory=LogConfig)
     checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
     fault: FaultConfig = field(default_factory=FaultConfig)
+    eval: EvalConfig = field(default_factory=EvalConfig)
 
     def validate(self) -> None:
         _check(self.seed >= 0, "seed", "must be >= 0")

@@ -14,6 +14,7 @@ from pathlib import Path
 
 import torch
 
+from dcgan.checkpoint import file_sha256
 from dcgan.config import DataConfig
 from dcgan.errors import UserError
 from dcgan.rng import derive_seed
@@ -106,16 +107,32 @@ def check_idx_files(cfg: DataConfig, train: bool = True) -> None:
         raise UserError(f"{labels} has {label_count} labels for {count} images in {images.name}")
 
 
-def load_images(cfg: DataConfig, train: bool = True) -> torch.Tensor:
-    """The split's images as one uint8 tensor of shape (N, 28, 28), white digits on black."""
+def _read_idx(cfg: DataConfig, train: bool, kind: str, header_bytes: int) -> torch.Tensor:
+    """The split's `kind` (images | labels) file after its header, as flat uint8, first `cfg.limit` items only."""
     check_idx_files(cfg, train)
-    path = raw_folder(cfg) / f"{'train' if train else 't10k'}-images-idx3-ubyte"
+    path = raw_folder(cfg) / f"{'train' if train else 't10k'}-{kind}-idx{3 if kind == 'images' else 1}-ubyte"
     try:
         data = bytearray(path.read_bytes())
     except OSError as e:
         raise UserError(f"cannot read {path} ({e.strerror})") from None
-    images = torch.frombuffer(data, dtype=torch.uint8, offset=16).view(-1, 28, 28)
-    return images[: cfg.limit] if cfg.limit else images
+    values = torch.frombuffer(data, dtype=torch.uint8, offset=header_bytes)
+    item = 28 * 28 if kind == "images" else 1
+    return values[: cfg.limit * item] if cfg.limit else values
+
+
+def load_images(cfg: DataConfig, train: bool = True) -> torch.Tensor:
+    """The split's images as one uint8 tensor of shape (N, 28, 28), white digits on black."""
+    return _read_idx(cfg, train, "images", 16).view(-1, 28, 28)
+
+
+def load_labels(cfg: DataConfig, train: bool = True) -> torch.Tensor:
+    """The split's digit labels as int64 (N,), in the order of `load_images`."""
+    return _read_idx(cfg, train, "labels", 8).long()
+
+
+def split_sha256(cfg: DataConfig, train: bool = True) -> str:
+    """sha256 of the split's image file: what caches computed from the data are keyed by."""
+    return file_sha256(raw_folder(cfg) / f"{'train' if train else 't10k'}-images-idx3-ubyte")
 
 
 def to_model_range(images: torch.Tensor, pixel_range: str) -> torch.Tensor:

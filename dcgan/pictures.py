@@ -20,6 +20,7 @@ def plot_losses(metrics_file: Path, out: Path) -> None:
     from matplotlib import pyplot as plt
 
     rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if "loss_D" in r]  # evaluation lines share the file
     steps = [r["step"] for r in rows]
     fig, (losses, outputs) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     for key, label in (("loss_D", "D loss"), ("loss_G", "G loss")):

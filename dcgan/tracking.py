@@ -131,8 +131,7 @@ class RunLog:
     def scalars(self, values: dict[str, float], step: int) -> None:
         """Report rank-averaged values: bar or plain line, metrics.jsonl, tracker."""
         if self.main:
-            with (self.run_dir / "metrics.jsonl").open("a") as f:
-                f.write(json.dumps({"step": step, **values}) + "\n")
+            self._append_jsonl(values, step)
             if self.bar is not None:
                 self.bar.set_description(f"epoch {values['epoch']:.2f}")
                 self.bar.set_postfix(
@@ -141,6 +140,19 @@ class RunLog:
                 )  # fmt: skip
             else:
                 self.print(self._plain_line(values, step))
+        self._send(values, step)
+
+    def record(self, values: dict[str, float], step: int, line: str) -> None:
+        """Main process: values other than the training metrics (evaluations) to metrics.jsonl, tracker and a line."""
+        self._append_jsonl(values, step)
+        self.print(line)
+        self._send(values, step)
+
+    def _append_jsonl(self, values: dict[str, float], step: int) -> None:
+        with (self.run_dir / "metrics.jsonl").open("a") as f:
+            f.write(json.dumps({"step": step, **values}) + "\n")
+
+    def _send(self, values: dict[str, float], step: int) -> None:
         if self.trackers_on:
             try:
                 self.accelerator.log(values, step=step)

@@ -21,11 +21,12 @@ from dcgan.config import Config, to_dict
 from dcgan.data import ShardedBatches, ensure_dataset, from_model_range, load_images, to_model_range
 from dcgan.distributed import bare_model, configure_backends, gather_per_rank, make_accelerator, on_main
 from dcgan.errors import Stopped, UserError
+from dcgan.evaluation import Evaluator
 from dcgan.faults import EXIT_NONFINITE, EXIT_PREEMPTED, NonFiniteWatch, StopSignals
 from dcgan.models import build_models
 from dcgan.pictures import make_gif, plot_losses
 from dcgan.rng import capture, derive_seed, restore
-from dcgan.sampling import GENERATOR_FILE, export_generator, save_grid
+from dcgan.sampling import GENERATOR_FILE, export_generator, generator_metadata, save_grid
 from dcgan.tracking import Meter, RunLog
 
 METRICS = ("loss_D", "loss_G", "D_x", "D_G_z")
@@ -80,6 +81,7 @@ class Trainer:
         self._order: torch.Tensor | None = None
         self._order_epoch = -1
         self.progress = Progress()
+        self.evaluator = Evaluator(cfg, acc, self.run_dir)
         if resume_from is not None:
             self._load(Path(resume_from))
         if acc.is_main_process:  # only once the run is accepted: a refused resume leaves the folder as it was
@@ -258,6 +260,7 @@ class Trainer:
                 if saved_at != p.step:
                     self.save()
                     saved_at = p.step
+                self.evaluator.epoch_end(acc.unwrap_model(self.G), p.step, p.epoch, self.log)
         if saved_at != p.step:
             self.save()
 
@@ -353,7 +356,8 @@ class Trainer:
                 bare_model(acc, self.G).state_dict(),
                 bare_model(acc, self.D).state_dict(),
                 state,
-                {"format": checkpoint.FORMAT, "step": str(step)},
+                # G's model config and pixel range too, so `dcgan sample|eval` read a checkpoint's generator.
+                {**generator_metadata(self.cfg, step), "format": checkpoint.FORMAT},
                 self.cfg.checkpoint.keep_last,
             )
         except OSError as e:

@@ -31,6 +31,8 @@ def _find_data_root() -> Path:
 
 
 DATA_ROOT = _find_data_root()
+# Reference statistics for fid_mnist & co. are cached here, not in the user's home (subprocesses inherit it).
+os.environ.setdefault("DCGAN_CACHE", str(REPO / ".pytest_cache" / "dcgan"))
 SMOKE = REPO / "configs" / "smoke.yaml"
 
 

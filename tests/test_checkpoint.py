@@ -65,7 +65,7 @@ def test_state_with_arbitrary_objects_is_not_unpickled(tmp_path):
     # Re-sign the manifest as an attacker could: the checksum alone is not the protection.
     manifest = json.loads((path / "manifest.json").read_text())
     manifest["files"]["state.pt"] = {"bytes": (path / "state.pt").stat().st_size,
-                                     "sha256": checkpoint._sha256(path / "state.pt")}  # fmt: skip
+                                     "sha256": checkpoint.file_sha256(path / "state.pt")}  # fmt: skip
     (path / "manifest.json").write_text(json.dumps(manifest))
     with pytest.raises(UserError, match="refusing to unpickle"):
         checkpoint.load_checkpoint(path)

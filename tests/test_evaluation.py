@@ -1,0 +1,163 @@
+"""Evaluation in training and from the command line: logged rows, the best checkpoint, the reference cache,
+offline numbers equal to the logged ones, and 2-process evaluation equal to 1-process."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+
+from conftest import REPO, _env, read_metrics, run_train
+from dcgan import checkpoint, cli, reference
+from dcgan.classifier import load_classifier
+from dcgan.config import Config, DataConfig
+from dcgan.evaluation import BEST, Evaluator, evaluate
+from dcgan.sampling import generate, load_generator, sample_noise
+
+EVAL = ("eval.every_epochs=1", "eval.num_samples=1100")  # 3 chunks of 500: 2 ranks get unequal shares
+
+
+def _eval_rows(run_dir: Path) -> list[dict]:
+    return [row for row in read_metrics(run_dir) if "eval/fid_mnist" in row]
+
+
+def test_reference_is_cached_by_data_and_network_checksums(tmp_path, monkeypatch, data_root):
+    monkeypatch.setenv("DCGAN_CACHE", str(tmp_path))
+    model, record = load_classifier()
+    data = DataConfig(root=str(data_root))
+    first = reference.reference_of_test_split(data, model, record["sha256"])
+    (cached,) = tmp_path.glob("mnist-test-*-clf-*.safetensors")
+    assert record["sha256"][:16] in cached.name
+
+    def must_not_run(*args):
+        raise AssertionError("recomputed despite the cache")
+
+    monkeypatch.setattr(reference, "compute_reference", must_not_run)
+    again = reference.reference_of_test_split(data, model, record["sha256"])
+    assert torch.equal(first.features, again.features) and first.features.shape == (10_000, 224)
+    with pytest.raises(AssertionError, match="recomputed"):  # another network: another cache entry
+        reference.reference_of_test_split(data, model, "f" * 64)
+
+
+def test_truncated_noise_is_bounded_and_seeded():
+    noise = sample_noise(2000, 100, torch.Generator().manual_seed(0), truncation=0.5)
+    assert noise.abs().max() <= 0.5 and noise.std() > 0.2
+    again = sample_noise(2000, 100, torch.Generator().manual_seed(0), truncation=0.5)
+    assert torch.equal(noise, again)
+
+
+@pytest.mark.slow
+def test_training_logs_eval_keeps_best_and_eval_cli_reproduces_it(tmp_path, data_root):
+    """Eval rows at each epoch end, the best checkpoint kept, and `dcgan eval` of the checkpoint prints
+    exactly the numbers logged for it."""
+    on = tmp_path / "on"
+    proc = run_train(on, *EVAL)
+    rows = _eval_rows(on)
+    assert [(r["step"], r["epoch"]) for r in rows] == [(32, 1), (64, 2)]
+    assert all(r["eval/fid_mnist"] > 0 and r["eval/coverage_min"] >= 0 for r in rows)
+    assert proc.stdout.count("eval epoch") == 2 and (on / "loss.png").is_file()  # the loss plot skips eval rows
+    best = json.loads((on / "checkpoints" / BEST / "best.json").read_text())
+    assert best["fid_mnist"] == min(r["eval/fid_mnist"] for r in rows)
+    assert checkpoint.verify(on / "checkpoints" / BEST) is None
+    out = tmp_path / "eval.json"
+    cli_proc = subprocess.run(
+        [sys.executable, "-m", "dcgan", "eval", str(on / "checkpoints" / "step_0000064"), "--num-samples", "1100",
+         "--out", str(out)],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert cli_proc.returncode == 0, cli_proc.stderr[-3000:]
+    printed, written = json.loads(cli_proc.stdout), json.loads(out.read_text())
+    assert printed == written and written["num_samples"] == 1100
+    logged = rows[-1]
+    for key in ("fid_mnist", "kid", "is_mnist", "coverage_min", "precision", "recall"):
+        assert written[key] == pytest.approx(logged[f"eval/{key}"], rel=1e-9, abs=1e-12), key
+
+
+@pytest.mark.slow
+def test_two_process_evaluation_equals_one_process(tmp_path, data_root):
+    """A real 2-rank launch: each rank generates its share, features are gathered; the same checkpoint
+    scored by one process gives the same numbers."""
+    run_train(tmp_path, *EVAL, "train.max_steps=16", nproc=2)  # 16 steps = 1 epoch at 2 x 16
+    (row,) = _eval_rows(tmp_path)
+    single = evaluate(tmp_path / "checkpoints" / "step_0000016", num_samples=1100, data_root=str(data_root))
+    assert single["processes"] == 1
+    for key in ("fid_mnist", "kid", "is_mnist", "coverage_min", "precision", "recall"):
+        assert single[key] == pytest.approx(row[f"eval/{key}"], rel=1e-6, abs=1e-9), key
+
+
+def test_evaluation_leaves_the_training_random_streams_alone(data_root):
+    """Evaluation draws from its own seeded streams, so turning it on cannot change a training run."""
+    from accelerate import Accelerator
+
+    from dcgan.config import ModelConfig
+    from dcgan.evaluation import embed_generated
+    from dcgan.models import build_models
+
+    generator = build_models(ModelConfig())[0]
+    model, _ = load_classifier()
+    before = torch.get_rng_state()
+    embed_generated(generator, "signed", model, 600, 0, Accelerator(cpu=True))
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_best_checkpoint_survives_rotation_and_only_improves(tmp_path):
+    root = tmp_path / "checkpoints"
+    weights = {"w": torch.zeros(2)}
+
+    def save(step: int):
+        checkpoint.save_checkpoint(root, step, weights, weights, {"step": step}, {"format": checkpoint.FORMAT}, 1)
+
+    cfg = Config(output_dir=str(tmp_path))
+    cfg.eval.every_epochs = 0  # no network needed to keep checkpoints
+    evaluator = Evaluator(cfg, accelerator=None, run_dir=tmp_path)
+    save(10)
+    assert evaluator._keep_best({"fid_mnist": 5.0}, step=10, epoch=1)
+    save(20)
+    assert not evaluator._keep_best({"fid_mnist": 6.0}, step=20, epoch=2)  # worse: the kept one stays
+    save(30)  # keep_last=1: step 10 is long gone
+    assert [p.name for p in checkpoint.list_checkpoints(root)] == ["step_0000030"]
+    assert json.loads((root / BEST / "best.json").read_text())["step"] == 10
+    assert checkpoint.verify(root / BEST) is None
+    assert not evaluator._keep_best({"fid_mnist": float("nan")}, step=30, epoch=3)  # a diverged G is never best
+    assert evaluator._keep_best({"fid_mnist": 4.0}, step=30, epoch=3)
+    assert json.loads((root / BEST / "best.json").read_text())["step"] == 30
+    assert not list(root.glob(".tmp-*"))
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["eval", "/nonexistent/run"], "/nonexistent/run does not exist"),
+        (["eval"], "pass a run folder or generator file, or --real"),
+        (["eval", "x", "--real"], "pass a run folder or generator file, or --real"),
+        (["eval", "--real", "--num-samples", "10"], "--num-samples must be >= 100"),
+        (["sample", "x", "--out", "y.png", "--truncation", "0"], "--truncation must be > 0"),
+    ],
+)
+def test_eval_and_sample_user_errors_are_one_line(argv, message, capsys):
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("dcgan: error: ") and message in err[0]
+
+
+def test_truncation_changes_samples_deterministically(tmp_path):
+    from dcgan.config import ModelConfig
+    from dcgan.models import build_models
+    from dcgan.sampling import export_generator
+
+    torch.manual_seed(0)
+    g, _ = build_models(ModelConfig())
+    export_generator(tmp_path / "g.safetensors", g.eval(), Config(), step=0)
+    loaded, pixel_range = load_generator(tmp_path / "g.safetensors")
+    a = generate(loaded, 4, 0, pixel_range, truncation=0.5)
+    assert torch.equal(a, generate(loaded, 4, 0, pixel_range, truncation=0.5))
+    assert not torch.equal(a, generate(loaded, 4, 0, pixel_range))
+
+
+def test_a_diverged_generator_scores_nan_instead_of_crashing():
+    from dcgan.evaluation import score
+
+    values = score(torch.full((200, 224), float("nan")), torch.full((200, 10), 0.1), reference=None)
+    assert all(values[k] != values[k] for k in ("fid_mnist", "kid", "precision", "coverage_min"))  # NaN
