@@ -260,7 +260,7 @@ class Trainer:
                 if saved_at != p.step:
                     self.save()
                     saved_at = p.step
-                self.evaluator.epoch_end(acc.unwrap_model(self.G), p.step, p.epoch, self.log)
+                self.evaluator.epoch_end(bare_model(self.accelerator, self.G), p.step, p.epoch, self.log)
         if saved_at != p.step:
             self.save()
 
