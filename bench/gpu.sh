@@ -83,12 +83,12 @@ bench b32_bf16 --batch 32 --precision bf16
 bench b1024_bf16_compiled --batch 1024 --precision bf16 --compile
 bench b32_fp32 --batch 32 --precision no
 bench b1024_fp16 --batch 1024 --precision fp16
-bench b1024_bf16_nchw --batch 1024 --precision bf16 --set train.channels_last=false
+bench b1024_bf16_nhwc --batch 1024 --precision bf16 --set train.memory_format=channels_last
 bench b32_fp32_compiled --batch 32 --precision no --compile
 bench b32_fp16 --batch 32 --precision fp16
 bench b1024_fp32 --batch 1024 --precision no
 bench b256_bf16 --batch 256 --precision bf16
-bench b32_fp32_nchw --batch 32 --precision no --set train.channels_last=false
+bench b32_fp32_nhwc --batch 32 --precision no --set train.memory_format=channels_last
 
 log "report"
 $PY bench/gpu_report.py "$RESULTS" "$RUNS" || log "report failed"

@@ -81,8 +81,10 @@ class TrainConfig:
     """torch.compile both networks (Inductor): the first steps compile, the rest run fused kernels."""
     compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "auto"
     """`auto`: reduce-overhead (CUDA graphs) on one GPU, default on a CPU or with several processes."""
-    channels_last: bool = True
-    """NHWC (channels-last) memory order: oneDNN's native layout on a CPU, saving a layout copy per conv."""
+    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    """Activation layout. `auto`: channels_last (NHWC) on a CPU, where oneDNN runs this model 1.3-1.5x
+    faster with it (bench/); contiguous (NCHW) on a GPU, where compile + channels_last hit an Inductor
+    stride assertion in ConvTranspose's backward (H100, torch 2.11) and no gain was measured yet."""
     tf32: bool = True
     """Allow TF32 matrix units for float32 convolutions and matmuls on Ampere and later GPUs."""
     g_first: bool = False

@@ -90,6 +90,13 @@ def configure_backends(cfg: Config, device: torch.device) -> None:
     torch.backends.cuda.matmul.allow_tf32 = cfg.train.tf32
 
 
+def memory_format(cfg: Config, device: torch.device) -> str:
+    """The layout `train.memory_format` resolves to on this device."""
+    if cfg.train.memory_format != "auto":
+        return cfg.train.memory_format
+    return "channels_last" if device.type == "cpu" else "contiguous"
+
+
 def bare_model(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
     """The plain module inside the DDP and torch.compile wrappers: its state_dict has the plain key names."""
     model = accelerator.unwrap_model(model)

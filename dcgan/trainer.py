@@ -19,7 +19,14 @@ from torch.nn import functional as F
 from dcgan import checkpoint
 from dcgan.config import Config, to_dict
 from dcgan.data import ShardedBatches, ensure_dataset, from_model_range, load_images, to_model_range
-from dcgan.distributed import bare_model, configure_backends, gather_per_rank, make_accelerator, on_main
+from dcgan.distributed import (
+    bare_model,
+    configure_backends,
+    gather_per_rank,
+    make_accelerator,
+    memory_format,
+    on_main,
+)
 from dcgan.errors import Stopped, UserError
 from dcgan.evaluation import Evaluator
 from dcgan.faults import EXIT_NONFINITE, EXIT_PREEMPTED, NonFiniteWatch, StopSignals
@@ -58,7 +65,7 @@ class Trainer:
         if cfg.train.sync_batchnorm and acc.num_processes > 1:
             generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
             discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
-        if cfg.train.channels_last:
+        if memory_format(cfg, acc.device) == "channels_last":
             generator = generator.to(memory_format=torch.channels_last)
             discriminator = discriminator.to(memory_format=torch.channels_last)
         configure_backends(cfg, acc.device)
