@@ -18,8 +18,14 @@ import subprocess
 import time
 from pathlib import Path
 
-PACKAGES = ("slurmctld", "slurmd", "slurm-client", "munge")
-DAEMONS = ("/usr/sbin/munged", "/usr/sbin/slurmctld", "/usr/sbin/slurmd", "/usr/bin/sbatch")
+# Debian package -> a file it installs; shellcheck lints launch/slurm/train.sbatch.
+PACKAGES = {
+    "slurmctld": "/usr/sbin/slurmctld",
+    "slurmd": "/usr/sbin/slurmd",
+    "slurm-client": "/usr/bin/sbatch",
+    "munge": "/usr/sbin/munged",
+    "shellcheck": "/usr/bin/shellcheck",
+}
 
 
 class Unavailable(Exception):
@@ -34,7 +40,8 @@ def _free_port() -> int:
 
 def ensure_installed() -> None:
     """Install the packages with apt-get if they are missing and this is a root, systemd-free machine."""
-    if all(Path(p).exists() for p in DAEMONS):
+    missing = [name for name, path in PACKAGES.items() if not Path(path).exists()]
+    if not missing:
         return
     if os.geteuid() != 0:
         raise Unavailable("SLURM is not installed and installing it needs root (apt-get install slurm-wlm munge)")
@@ -44,7 +51,8 @@ def ensure_installed() -> None:
         # On a systemd host the packages would start and enable munge/slurm services: leave that to the admin.
         raise Unavailable("SLURM is not installed; on this systemd host run: apt-get install slurm-wlm munge")
     env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    for command in (["apt-get", "update", "-q"], ["apt-get", "install", "-y", "-q", "--no-install-recommends", *PACKAGES]):
+    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
+    for command in (["apt-get", "update", "-q"], install):
         proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
         if proc.returncode != 0:
             raise Unavailable(f"{' '.join(command[:2])} failed: {proc.stderr.strip().splitlines()[-1:]}")
@@ -98,7 +106,8 @@ class LocalSlurm:
             "SlurmdUser=root",
             "AuthType=auth/munge",
             "CredType=cred/munge",
-            f"AuthInfo=socket={self.munge_socket}",
+            # cred_expire also sets how long a requeued job waits before it may start again (default 120 s).
+            f"AuthInfo=socket={self.munge_socket},cred_expire=5",
             f"StateSaveLocation={r / 'state'}",
             f"SlurmdSpoolDir={r / 'spool'}/%n",
             f"SlurmctldPidFile={r / 'slurmctld.pid'}",
@@ -116,11 +125,13 @@ class LocalSlurm:
             "SelectType=select/cons_tres",
             "SelectTypeParameters=CR_CPU",
             "SchedulerType=sched/builtin",
+            "SchedulerParameters=sched_interval=1",
             "ReturnToService=2",
             "KillWait=10",
             "MinJobAge=600",
             "InactiveLimit=0",
-            "PlugStackConfig=/dev/null",
+            f"PlugStackConfig={r / 'plugstack.conf'}",
+            "MailProg=/bin/true",
         ]
         for node, port in zip(self.nodes, ports[1:], strict=True):
             lines.append(
@@ -129,6 +140,7 @@ class LocalSlurm:
             )
         lines.append(f"PartitionName=test Nodes={','.join(self.nodes)} Default=YES MaxTime=INFINITE State=UP")
         self.conf.write_text("\n".join(lines) + "\n")
+        (r / "plugstack.conf").write_text("")
 
     def _daemon(self, *command: str) -> None:
         log = (self.root / "log" / f"{Path(command[0]).name}.out").open("a")
@@ -165,16 +177,25 @@ class LocalSlurm:
                 killed.append(proc.args[0])
         return killed
 
-    def running(self) -> list[int]:
-        """Pids of this cluster's daemons (and job processes of its spool) still alive."""
-        alive = [p.pid for p in self._procs if p.poll() is None]
-        return alive
+    def leftovers(self) -> list[str]:
+        """Processes of this cluster still alive: daemons, step daemons and job processes all carry its SLURM_CONF."""
+        mark = f"SLURM_CONF={self.conf}\0".encode()
+        found = []
+        for environ in Path("/proc").glob("[0-9]*/environ"):
+            try:
+                if mark in environ.read_bytes() and int(environ.parent.name) != os.getpid():
+                    found.append((environ.parent / "cmdline").read_bytes().replace(b"\0", b" ").decode().strip())
+            except (OSError, ValueError):
+                continue  # gone while we looked, or not ours to read
+        return found
 
     # -- jobs --------------------------------------------------------------------------------------
 
-    def client(self, *command: str, env: dict[str, str] | None = None, check: bool = True) -> str:
-        proc = subprocess.run(command, env=env or self.env, capture_output=True, text=True, timeout=60)
-        if check and proc.returncode != 0:
+    def client(self, *command: str, env: dict[str, str] | None = None, cwd: Path | None = None) -> str:
+        """Run a client command against this cluster; its stdout (a failure fails the test)."""
+        proc = subprocess.run(command, env={**self.env, **(env or {})}, cwd=cwd, capture_output=True, text=True,
+                              timeout=60)  # fmt: skip
+        if proc.returncode != 0:
             raise AssertionError(f"{' '.join(command)} exited {proc.returncode}: {proc.stderr.strip()}")
         return proc.stdout
 
