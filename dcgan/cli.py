@@ -11,8 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from dcgan.errors import Stopped, UserError
-from dcgan.faults import EXIT_USER_ERROR
+from dcgan.errors import EXIT_USER_ERROR, Stopped, UserError
 
 
 def _parser() -> argparse.ArgumentParser:
