@@ -19,19 +19,21 @@ import time
 from pathlib import Path
 
 STOP_SIGNALS = (signal.SIGUSR1, signal.SIGTERM)
+_PYTHON = os.path.realpath(sys.executable)
 _early: list[int] = []
 _lock = threading.RLock()  # a handler and the relay thread must agree on "before the children existed"
 
 
 def _children() -> list[int]:
+    """The training processes: this launcher's children that run this Python (not, say, nvidia-smi)."""
     found = []
     for stat in Path("/proc").glob("[0-9]*/stat"):
         try:
             ppid = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+            if ppid == os.getpid() and os.path.realpath(stat.parent / "exe") == _PYTHON:
+                found.append(int(stat.parent.name))
         except (OSError, IndexError, ValueError):
             continue  # the process ended while we looked
-        if ppid == os.getpid():
-            found.append(int(stat.parent.name))
     return found
 
 
@@ -55,10 +57,27 @@ def _pass_on_early_signal() -> None:
             os.kill(pid, signum)
 
 
-for stop in STOP_SIGNALS:
-    signal.signal(stop, _on_stop)
-threading.Thread(target=_pass_on_early_signal, daemon=True).start()
-# torchrun's --signals-to-handle, which `accelerate launch` has no flag for (torchrun reads PET_* defaults).
-os.environ["PET_SIGNALS_TO_HANDLE"] = "SIGINT,SIGHUP,SIGQUIT"
-sys.argv = ["accelerate launch", *sys.argv[1:]]
-runpy.run_module("accelerate.commands.launch", run_name="__main__")
+def _warn_if_torchrun_forwards_sigterm() -> None:
+    from torch.distributed.run import get_args_parser  # after the handlers: importing torch takes seconds
+
+    if not hasattr(get_args_parser().parse_known_args(["train.py"])[0], "signals_to_handle"):
+        print(
+            "node_launch.py: this torch's torchrun always forwards SIGTERM (torch 2.9 and later let it be turned off), "
+            "so a cancelled or preempted job may stop without a checkpoint; SIGUSR1 (time limits) is unaffected",
+            file=sys.stderr,
+        )
+
+
+def main() -> None:
+    for stop in STOP_SIGNALS:
+        signal.signal(stop, _on_stop)
+    threading.Thread(target=_pass_on_early_signal, daemon=True).start()
+    # torchrun's --signals-to-handle, which `accelerate launch` has no flag for (torchrun reads PET_* defaults).
+    os.environ["PET_SIGNALS_TO_HANDLE"] = "SIGINT,SIGHUP,SIGQUIT"
+    _warn_if_torchrun_forwards_sigterm()
+    sys.argv = ["accelerate launch", *sys.argv[1:]]
+    runpy.run_module("accelerate.commands.launch", run_name="__main__")
+
+
+if __name__ == "__main__":
+    main()
