@@ -23,10 +23,10 @@ DOCKERFILE = REPO / "docker" / "Dockerfile"
 
 def _instructions() -> list[tuple[str, str]]:
     """(INSTRUCTION, arguments) in order, continuation lines joined, comments dropped."""
-    text = re.sub(r"\\\n", " ", "\n".join(line for line in DOCKERFILE.read_text().splitlines()
-                                           if not line.lstrip().startswith("#")))  # fmt: skip
+    lines = [line for line in DOCKERFILE.read_text().splitlines() if not line.lstrip().startswith("#")]
+    joined = "\n".join(lines).replace("\\\n", " ")
     return [
-        (line.split(None, 1)[0].upper(), line.split(None, 1)[1].strip()) for line in text.splitlines() if line.strip()
+        (op.upper(), args.strip()) for op, args in (line.split(None, 1) for line in joined.splitlines() if line.strip())
     ]
 
 
