@@ -83,7 +83,10 @@ def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
     code = _run(args)
     if os.environ.get("DCGAN_EXIT_CODE_FILE") and _is_main():
-        Path(os.environ["DCGAN_EXIT_CODE_FILE"]).write_text(f"{code}\n")
+        try:
+            Path(os.environ["DCGAN_EXIT_CODE_FILE"]).write_text(f"{code}\n")
+        except OSError as e:
+            _say(f"dcgan: warning: cannot write DCGAN_EXIT_CODE_FILE ({e.strerror}: {e.filename})")
     return code
 
 
