@@ -1,4 +1,8 @@
-"""Command line: `dcgan train|sample|eval|gif|train-classifier ...`; user mistakes end as one line on stderr."""
+"""Command line: `dcgan train|sample|eval|gif|config|train-classifier ...`; user mistakes end as one line on stderr.
+
+A job script cannot learn a worker's exit code from `accelerate launch` or `torchrun` (they exit 1 whenever
+a worker fails), so with DCGAN_EXIT_CODE_FILE set, the main process also writes its exit code to that file.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,7 @@ import os
 import sys
 from pathlib import Path
 
-from dcgan.errors import Stopped, UserError
-from dcgan.faults import EXIT_USER_ERROR
+from dcgan.errors import EXIT_USER_ERROR, Stopped, UserError
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -48,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     gif = sub.add_parser("gif", help="(re)write RUN_DIR/progress.gif from the run's fixed-noise grids")
     gif.add_argument("run_dir", type=Path)
     gif.add_argument("--out", type=Path, help="default: RUN_DIR/progress.gif")
+
+    config = sub.add_parser("config", help="print the resolved config (YAML), or one value with --get")
+    config.add_argument("--config", help="YAML recipe (default: built-in defaults)")
+    config.add_argument("--get", metavar="KEY", help="print only this dotted key, e.g. output_dir")
+    config.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, as for train")
     return parser
 
 
@@ -111,11 +119,42 @@ def _gif(args: argparse.Namespace) -> None:
     print(f"wrote {out} ({frames} frames)")
 
 
-_COMMANDS = {"train": _train, "sample": _sample, "eval": _eval, "gif": _gif, "train-classifier": _train_classifier}
+def _config(args: argparse.Namespace) -> None:
+    import yaml
+
+    from dcgan.config import load_config, to_dict
+
+    value = to_dict(load_config(args.config, args.overrides))
+    for part in args.get.split(".") if args.get else ():
+        if not isinstance(value, dict) or part not in value:
+            raise UserError(f"unknown config key {args.get}")
+        value = value[part]
+    # Text as is, so job scripts can use it (RUN_DIR=$(dcgan config --get output_dir ...)); the rest as YAML.
+    print(value if isinstance(value, str) else yaml.safe_dump(value, sort_keys=False).removesuffix("...\n").strip())
+
+
+_COMMANDS = {
+    "train": _train,
+    "sample": _sample,
+    "eval": _eval,
+    "gif": _gif,
+    "config": _config,
+    "train-classifier": _train_classifier,
+}
 
 
 def main(argv: list[str] | None = None) -> int:
     args = _parser().parse_args(argv)
+    code = _run(args)
+    if os.environ.get("DCGAN_EXIT_CODE_FILE") and _is_main():
+        try:
+            Path(os.environ["DCGAN_EXIT_CODE_FILE"]).write_text(f"{code}\n")
+        except OSError as e:
+            _say(f"dcgan: warning: cannot write DCGAN_EXIT_CODE_FILE ({e.strerror}: {e.filename})")
+    return code
+
+
+def _run(args: argparse.Namespace) -> int:
     try:
         _COMMANDS[args.command](args)
     except UserError as e:
@@ -127,7 +166,11 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
+def _is_main() -> bool:
+    return os.environ.get("RANK", "0") == "0"
+
+
 def _say(line: str) -> None:
     # Every rank of a launch stops the same way; one line from the first is enough.
-    if os.environ.get("RANK", "0") == "0":
+    if _is_main():
         print(line, file=sys.stderr, flush=True)

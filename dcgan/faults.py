@@ -11,10 +11,7 @@ import signal
 
 import torch
 
-EXIT_OK = 0
-EXIT_USER_ERROR = 2
-EXIT_PREEMPTED = 3  # stopped on SIGTERM/SIGUSR1 after saving a checkpoint: requeue with resume=auto
-EXIT_NONFINITE = 4  # losses stayed NaN/inf: stopped without saving, the last good checkpoint is kept
+from dcgan.errors import EXIT_NONFINITE, EXIT_OK, EXIT_PREEMPTED, EXIT_USER_ERROR  # noqa: F401 - re-exported
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 
