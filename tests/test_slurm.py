@@ -20,6 +20,7 @@ from conftest import REPO, SMOKE, _env, read_metrics
 from dcgan import checkpoint
 
 SCRIPT = "launch/slurm/train.sbatch"
+pytestmark = pytest.mark.xdist_group("slurm")  # one worker runs them all: one cluster, one set of ports
 
 
 @pytest.fixture(scope="module")
