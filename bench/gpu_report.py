@@ -11,6 +11,8 @@ import statistics
 import sys
 from pathlib import Path
 
+import yaml
+
 TARGET_IMAGES_PER_S = 300_000  # bf16, batch 1024 per process (issue 7)
 TARGET_20_EPOCHS_S = 60
 
@@ -29,22 +31,17 @@ def run_summary(runs: Path, name: str) -> dict:
     rows = [json.loads(line) for line in metrics.read_text().splitlines()] if metrics.is_file() else []
     out = {"name": name, "rc": timing.get("rc"), "wall_s": timing.get("wall_ms", 0) / 1000, "steps": 0}
     if len(rows) >= 3:
-        config = _load_yaml_batch(runs / name / "config.yaml")
+        batch = yaml.safe_load((runs / name / "config.yaml").read_text())["train"]["batch_size"]  # the resolved config
         steady = statistics.median(r["images_per_s"] for r in rows[2:])  # the first windows hold compile/warm-up
-        images = rows[-1]["step"] * config
+        steady_s = rows[-1]["step"] * batch / steady
         out.update(
             steps=rows[-1]["step"],
             steady_images_per_s=round(steady),
-            steady_train_s=round(images / steady, 1),
-            other_s=round(out["wall_s"] - images / steady, 1),
+            steady_train_s=round(steady_s, 1),
+            other_s=round(out["wall_s"] - steady_s, 1),
             final={k: rows[-1][k] for k in ("loss_D", "loss_G", "D_x", "D_G_z")},
         )
     return out
-
-
-def _load_yaml_batch(path: Path) -> int:
-    match = re.search(r"batch_size:\s*(\d+)", path.read_text()) if path.is_file() else None
-    return int(match.group(1)) if match else 32
 
 
 def bench_rows(results: Path) -> list[dict]:
