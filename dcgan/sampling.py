@@ -86,13 +86,23 @@ def sample_noise(n: int, z_dim: int, stream: torch.Generator, truncation: float 
 
 
 @torch.no_grad()
+def render(generator: nn.Module, noise: torch.Tensor, pixel_range: str) -> torch.Tensor:
+    """G(noise) with BatchNorm in eval mode, as images in [0, 1] on the CPU; G's mode is left as it was."""
+    was_training = generator.training
+    generator.eval()
+    try:
+        device = next(generator.parameters()).device
+        return from_model_range(generator(noise.to(device)).float(), pixel_range).cpu()
+    finally:
+        generator.train(was_training)
+
+
 def generate(
     generator: nn.Module, n: int, seed: int, pixel_range: str, truncation: float | None = None
 ) -> torch.Tensor:
     """n images in [0, 1], shape (n, 1, 28, 28), from a seeded (optionally truncated) noise stream."""
-    device = next(generator.parameters()).device
-    noise = sample_noise(n, generator.z_dim, torch.Generator().manual_seed(seed), truncation).to(device)
-    return from_model_range(generator(noise).float(), pixel_range).cpu()
+    noise = sample_noise(n, generator.z_dim, torch.Generator().manual_seed(seed), truncation)
+    return render(generator, noise, pixel_range)
 
 
 def make_grid(images: torch.Tensor, padding: int = 2) -> torch.Tensor:

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import os
 import signal
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
@@ -18,35 +17,20 @@ from torch.nn import functional as F
 
 from dcgan import checkpoint
 from dcgan.config import Config, to_dict
-from dcgan.data import ShardedBatches, ensure_dataset, from_model_range, load_images, to_model_range
-from dcgan.distributed import (
-    bare_model,
-    configure_backends,
-    gather_per_rank,
-    make_accelerator,
-    memory_format,
-    on_main,
-)
+from dcgan.data import ShardedBatches, ensure_dataset, load_images, to_model_range
+from dcgan.distributed import bare_model, configure_backends, make_accelerator, memory_format, on_main
 from dcgan.errors import Stopped, UserError
 from dcgan.evaluation import Evaluator
 from dcgan.faults import EXIT_NONFINITE, EXIT_PREEMPTED, NonFiniteWatch, StopSignals
 from dcgan.models import build_models
 from dcgan.pictures import make_gif, plot_losses
-from dcgan.rng import capture, derive_seed, restore
-from dcgan.sampling import GENERATOR_FILE, export_generator, generator_metadata, save_grid
+from dcgan.rng import derive_seed
+from dcgan.sampling import GENERATOR_FILE, export_generator, render, save_grid
+from dcgan.state import TrainState
 from dcgan.tracking import Meter, RunLog
 
 METRICS = ("loss_D", "loss_G", "D_x", "D_G_z")
 FIXED_SAMPLES = 64
-
-
-@dataclass
-class Progress:
-    """Where training stands; with the RNG states, all a checkpoint needs to continue exactly."""
-
-    step: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
 
 
 class Trainer:
@@ -87,10 +71,14 @@ class Trainer:
         self.meter = Meter(len(METRICS), acc.device)
         self._order: torch.Tensor | None = None
         self._order_epoch = -1
-        self.progress = Progress()
+        # What fixes the data order and the per-rank streams: a resumed run must match it exactly.
+        layout = {"world_size": acc.num_processes, "batch_size": cfg.train.batch_size}
+        layout["num_samples"] = self.batches.num_samples
+        self.state = TrainState(cfg, acc, (self.G, self.D), (self.opt_g, self.opt_d), self.noise, layout)
+        self.progress = self.state.progress  # the same object: the loop advances what checkpoints save
         self.evaluator = Evaluator(cfg, acc, self.run_dir)
         if resume_from is not None:
-            self._load(Path(resume_from))
+            self.state.load(Path(resume_from), self.batches.steps_per_epoch)
         if acc.is_main_process:  # only once the run is accepted: a refused resume leaves the folder as it was
             (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
 
@@ -109,41 +97,6 @@ class Trainer:
         ensure_dataset(cfg.data)
         found = checkpoint.resolve_resume(self.run_dir / "checkpoints", cfg.resume)
         return str(found) if found else None
-
-    def _layout(self) -> dict[str, int]:
-        """What fixes the data order and the per-rank streams; a resumed run must match it exactly."""
-        return {
-            "world_size": self.accelerator.num_processes,
-            "batch_size": self.cfg.train.batch_size,
-            "num_samples": self.batches.num_samples,
-        }
-
-    def _load(self, path: Path) -> None:
-        acc = self.accelerator
-        g_state, d_state, state = checkpoint.load_checkpoint(path)
-        for section, saved, now in (("model", state["model"], to_dict(self.cfg.model)),
-                                    ("run layout", state["layout"], self._layout())):  # fmt: skip
-            if saved != now:
-                diff = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in sorted(now) if saved.get(k) != now[k])
-                raise UserError(
-                    f"cannot resume from {path}: the {section} changed ({diff}); "
-                    "resume with the same settings and number of processes, or start a new output_dir"
-                )
-        bare_model(acc, self.G).load_state_dict(g_state)
-        bare_model(acc, self.D).load_state_dict(d_state)
-        self.opt_g.load_state_dict(state["optim_g"])
-        self.opt_d.load_state_dict(state["optim_d"])
-        # The config's learning rates and betas win over the saved ones, so a resume can change them.
-        for optimizer, lr in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
-            for group in optimizer.param_groups:
-                group.update(lr=lr, betas=self.cfg.optim.betas)
-        if acc.scaler is not None and "scaler" in state:
-            acc.scaler.load_state_dict(state["scaler"])
-        restore(state["rng"][acc.process_index], self.noise)
-        self.progress = Progress(**state["progress"])
-        if self.progress.batch_in_epoch == self.batches.steps_per_epoch:  # saved by an older version at an epoch end
-            self.progress.epoch, self.progress.batch_in_epoch = self.progress.epoch + 1, 0
-        acc.print(f"resumed from {path} at step {self.progress.step}")
 
     # -- one iteration -----------------------------------------------------------------------------
 
@@ -319,12 +272,8 @@ class Trainer:
         path = self.run_dir / "samples" / f"step_{step:07d}.png"
         if not self.accelerator.is_main_process or path.exists():
             return
-        generator = bare_model(self.accelerator, self.G)
-        generator.eval()
-        with torch.no_grad():
-            images = from_model_range(generator(self.fixed_noise).float(), self.cfg.data.pixel_range)
-        generator.train()
-        self.log.image(save_grid(images.cpu(), path), step)
+        images = render(bare_model(self.accelerator, self.G), self.fixed_noise, self.cfg.data.pixel_range)
+        self.log.image(save_grid(images, path), step)
 
     def _plot(self) -> None:
         if self.accelerator.is_main_process and (self.run_dir / "metrics.jsonl").is_file():
@@ -340,40 +289,7 @@ class Trainer:
         if max(streaks) > 0:
             self.log.print(f"step {self.progress.step}: losses are NaN/inf, checkpoint skipped")
             return None
-        rng_states = gather_per_rank(acc, capture(self.noise))
-        return on_main(acc, lambda: self._write_checkpoint(rng_states))
-
-    def _write_checkpoint(self, rng_states: list) -> Path:
-        acc, step = self.accelerator, self.progress.step
-        state = {
-            "optim_g": self.opt_g.state_dict(),
-            "optim_d": self.opt_d.state_dict(),
-            "progress": vars(self.progress).copy(),
-            "rng": rng_states,
-            "layout": self._layout(),
-            "model": to_dict(self.cfg.model),
-        }
-        if acc.scaler is not None:
-            state["scaler"] = acc.scaler.state_dict()
-        root = self.run_dir / "checkpoints"
-        try:
-            return checkpoint.save_checkpoint(
-                root,
-                step,
-                bare_model(acc, self.G).state_dict(),
-                bare_model(acc, self.D).state_dict(),
-                state,
-                # G's model config and pixel range too, so `dcgan sample|eval` read a checkpoint's generator.
-                {**generator_metadata(self.cfg, step), "format": checkpoint.FORMAT},
-                self.cfg.checkpoint.keep_last,
-            )
-        except OSError as e:
-            reason = e.strerror or str(e)
-            previous = checkpoint.latest_valid(root)
-            kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
-            raise UserError(
-                f"cannot write checkpoint {checkpoint.checkpoint_name(step)} in {root} ({reason}); {kept}"
-            ) from None
+        return self.state.save()
 
     def _finish(self) -> None:
         acc = self.accelerator

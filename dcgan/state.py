@@ -1,0 +1,112 @@
+"""Everything a checkpoint holds, gathered in one place: both networks, both optimisers, the fp16
+scaler, the per-rank noise streams and where training stands. The Trainer runs the loop; this saves
+that loop's state and puts it back exactly (dcgan/checkpoint.py does the files).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from accelerate import Accelerator
+
+from dcgan import checkpoint
+from dcgan.config import Config, to_dict
+from dcgan.distributed import bare_model, gather_per_rank, on_main
+from dcgan.errors import UserError
+from dcgan.rng import capture, restore
+from dcgan.sampling import generator_metadata
+
+
+@dataclass
+class Progress:
+    """Where training stands; with the RNG states, all a checkpoint needs to continue exactly."""
+
+    step: int = 0
+    epoch: int = 0
+    batch_in_epoch: int = 0
+
+
+class TrainState:
+    def __init__(
+        self,
+        cfg: Config,
+        acc: Accelerator,
+        modules: tuple[torch.nn.Module, torch.nn.Module],
+        optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
+        noise: torch.Generator,
+        layout: dict[str, int],
+    ):
+        self.cfg, self.accelerator = cfg, acc
+        self.G, self.D = modules
+        self.opt_g, self.opt_d = optimizers
+        self.noise = noise
+        self.layout = layout
+        self.progress = Progress()
+        self.root = Path(cfg.output_dir) / "checkpoints"
+
+    def load(self, path: Path, steps_per_epoch: int) -> None:
+        acc = self.accelerator
+        g_state, d_state, state = checkpoint.load_checkpoint(path)
+        for section, saved, now in (("model", state["model"], to_dict(self.cfg.model)),
+                                    ("run layout", state["layout"], self.layout)):  # fmt: skip
+            if saved != now:
+                diff = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in sorted(now) if saved.get(k) != now[k])
+                raise UserError(
+                    f"cannot resume from {path}: the {section} changed ({diff}); "
+                    "resume with the same settings and number of processes, or start a new output_dir"
+                )
+        bare_model(acc, self.G).load_state_dict(g_state)
+        bare_model(acc, self.D).load_state_dict(d_state)
+        self.opt_g.load_state_dict(state["optim_g"])
+        self.opt_d.load_state_dict(state["optim_d"])
+        # The config's learning rates and betas win over the saved ones, so a resume can change them.
+        for optimizer, lr in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
+            for group in optimizer.param_groups:
+                group.update(lr=lr, betas=self.cfg.optim.betas)
+        if acc.scaler is not None and "scaler" in state:
+            acc.scaler.load_state_dict(state["scaler"])
+        restore(state["rng"][acc.process_index], self.noise)
+        vars(self.progress).update(state["progress"])
+        p = self.progress
+        if p.batch_in_epoch == steps_per_epoch:  # saved by an older version at an epoch end
+            p.epoch, p.batch_in_epoch = p.epoch + 1, 0
+        if acc.is_main_process:  # acc.print would print once per node
+            print(f"resumed from {path} at step {p.step}", flush=True)
+
+    def save(self) -> Path:
+        """Write a checkpoint of this step (a collective: every rank must call it)."""
+        rng_states = gather_per_rank(self.accelerator, capture(self.noise))
+        return on_main(self.accelerator, lambda: self._write(rng_states))
+
+    def _write(self, rng_states: list) -> Path:
+        acc, step = self.accelerator, self.progress.step
+        state = {
+            "optim_g": self.opt_g.state_dict(),
+            "optim_d": self.opt_d.state_dict(),
+            "progress": vars(self.progress).copy(),
+            "rng": rng_states,
+            "layout": self.layout,
+            "model": to_dict(self.cfg.model),
+        }
+        if acc.scaler is not None:
+            state["scaler"] = acc.scaler.state_dict()
+        try:
+            return checkpoint.save_checkpoint(
+                self.root,
+                step,
+                bare_model(acc, self.G).state_dict(),
+                bare_model(acc, self.D).state_dict(),
+                state,
+                # G's model config and pixel range too, so `dcgan sample|eval` read a checkpoint's generator.
+                {**generator_metadata(self.cfg, step), "format": checkpoint.FORMAT},
+                self.cfg.checkpoint.keep_last,
+            )
+        except OSError as e:
+            reason = e.strerror or str(e)
+            previous = checkpoint.latest_valid(self.root)
+            kept = f"the previous checkpoint {previous} is intact" if previous else "no earlier checkpoint exists"
+            raise UserError(
+                f"cannot write checkpoint {checkpoint.checkpoint_name(step)} in {self.root} ({reason}); {kept}"
+            ) from None
