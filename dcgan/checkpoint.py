@@ -2,6 +2,7 @@
 
 A checkpoint is `checkpoints/step_XXXXXXX/` holding
   generator.safetensors, discriminator.safetensors   weights and BatchNorm buffers
+  generator_ema.safetensors   the moving average of G's weights (train.ema_decay > 0): what samples
   state.pt        optimisers, scaler, progress and per-rank RNG states (plain tensors and numbers,
                   read back with torch.load(weights_only=True))
   manifest.json   size and sha256 of each file, written last.
@@ -29,6 +30,7 @@ from dcgan.errors import UserError
 
 FORMAT = "dcgan-checkpoint/1"
 GENERATOR_FORMAT = "dcgan-generator/1"
+AVERAGE_FILE = "generator_ema.safetensors"
 _PREFIX = "step_"
 
 
@@ -88,6 +90,7 @@ def save_checkpoint(
     state: dict[str, Any],
     metadata: dict[str, str],
     keep_last: int,
+    averaged: dict[str, torch.Tensor] | None = None,
 ) -> Path:
     """Write checkpoint `step` under `root` (main process only), then prune to the newest `keep_last`."""
     root.mkdir(parents=True, exist_ok=True)
@@ -98,6 +101,8 @@ def save_checkpoint(
     try:
         save_weights(tmp / "generator.safetensors", generator, metadata)
         save_weights(tmp / "discriminator.safetensors", discriminator, metadata)
+        if averaged is not None:
+            save_weights(tmp / AVERAGE_FILE, averaged, {**metadata, "weights": "ema"})
         write_atomic(tmp / "state.pt", lambda p: torch.save(state, p))
         files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir())}
         manifest = {"format": FORMAT, "step": step, "files": files}

@@ -93,6 +93,9 @@ class TrainConfig:
     """Target for real images in D's loss; 0.9 is one-sided label smoothing."""
     d_loss_scale: float = 1.0
     """D's loss is scale x (real + fake); the tutorial halves it (0.5)."""
+    ema_decay: float = 0.999
+    """Sample, evaluate and export an exponential moving average of G's weights (dcgan/ema.py) with
+    this decay per step; 0 uses the last iterate, as the tutorial does."""
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -100,6 +103,7 @@ class TrainConfig:
         _check(self.batch_size >= 1, "train.batch_size", "must be >= 1")
         _check(0 < self.real_label <= 1, "train.real_label", "must be in (0, 1]")
         _check(self.d_loss_scale > 0, "train.d_loss_scale", "must be > 0")
+        _check(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1), 0 turns averaging off")
 
 
 @dataclass

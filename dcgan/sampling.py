@@ -17,8 +17,8 @@ from PIL import Image
 from torch import nn
 from torch.nn import functional as F
 
+from dcgan.checkpoint import AVERAGE_FILE, GENERATOR_FORMAT, latest_valid, read_weights, save_weights
 from dcgan.checkpoint import FORMAT as CHECKPOINT_FORMAT
-from dcgan.checkpoint import GENERATOR_FORMAT, latest_valid, read_weights, save_weights
 from dcgan.config import Config, ModelConfig, to_dict
 from dcgan.data import from_model_range
 from dcgan.errors import UserError
@@ -27,29 +27,34 @@ from dcgan.models import build_generator
 GENERATOR_FILE = "generator.safetensors"
 
 
-def generator_metadata(cfg: Config, step: int) -> dict[str, str]:
+def generator_metadata(cfg: Config, step: int, weights: str = "last") -> dict[str, str]:
+    """`weights`: "last" (the training iterate) or "ema" (the moving average, dcgan/ema.py)."""
     return {
         "format": GENERATOR_FORMAT,
         "model": json.dumps(to_dict(cfg.model)),
         "pixel_range": cfg.data.pixel_range,
         "step": str(step),
+        "weights": weights,
     }
 
 
-def export_generator(path: Path, generator: nn.Module, cfg: Config, step: int) -> None:
-    save_weights(path, generator.state_dict(), generator_metadata(cfg, step))
+def export_generator(path: Path, generator: nn.Module, cfg: Config, step: int, weights: str = "last") -> None:
+    save_weights(path, generator.state_dict(), generator_metadata(cfg, step, weights))
 
 
 def resolve_generator_file(path: Path) -> Path:
-    """A generator file, or a run folder: its final generator, else its newest valid checkpoint's."""
+    """A generator file, or a run folder: its final generator, else its newest valid checkpoint's.
+
+    In a checkpoint folder the moving average of G (what the run sampled and evaluated) wins over
+    the training weights.
+    """
     if path.is_file():
         return path
     if path.is_dir():
-        if (path / GENERATOR_FILE).is_file():
-            return path / GENERATOR_FILE
-        newest = latest_valid(path / "checkpoints")
+        newest = path if (path / GENERATOR_FILE).is_file() else latest_valid(path / "checkpoints")
         if newest is not None:
-            return newest / GENERATOR_FILE
+            averaged = newest / AVERAGE_FILE
+            return averaged if averaged.is_file() else newest / GENERATOR_FILE
         raise UserError(f"{path} holds no {GENERATOR_FILE} and no valid checkpoint; has the run saved yet?")
     raise UserError(f"{path} does not exist; pass a run folder or a {GENERATOR_FILE} file")
 

@@ -1,5 +1,5 @@
-"""Everything a checkpoint holds, gathered in one place: both networks, both optimisers, the fp16
-scaler, the per-rank noise streams and where training stands. The Trainer runs the loop; this saves
+"""Everything a checkpoint holds, gathered in one place: both networks, G's moving average, both
+optimisers, the fp16 scaler, the per-rank noise streams and where training stands. The Trainer runs the loop; this saves
 that loop's state and puts it back exactly (dcgan/checkpoint.py does the files).
 """
 
@@ -14,6 +14,7 @@ from accelerate import Accelerator
 from dcgan import checkpoint
 from dcgan.config import Config, to_dict
 from dcgan.distributed import bare_model, gather_per_rank, on_main
+from dcgan.ema import GeneratorAverage
 from dcgan.errors import UserError
 from dcgan.rng import capture, restore
 from dcgan.sampling import generator_metadata
@@ -37,11 +38,13 @@ class TrainState:
         optimizers: tuple[torch.optim.Optimizer, torch.optim.Optimizer],
         noise: torch.Generator,
         layout: dict[str, int],
+        average: GeneratorAverage | None,
     ):
         self.cfg, self.accelerator = cfg, acc
         self.G, self.D = modules
         self.opt_g, self.opt_d = optimizers
         self.noise = noise
+        self.average = average
         self.layout = layout
         self.progress = Progress()
         self.root = Path(cfg.output_dir) / "checkpoints"
@@ -61,6 +64,8 @@ class TrainState:
         bare_model(acc, self.D).load_state_dict(d_state)
         self.opt_g.load_state_dict(state["optim_g"])
         self.opt_d.load_state_dict(state["optim_d"])
+        if self.average is not None:
+            self._load_average(path)
         # The config's learning rates and betas win over the saved ones, so a resume can change them.
         for optimizer, lr in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
             for group in optimizer.param_groups:
@@ -74,6 +79,15 @@ class TrainState:
             p.epoch, p.batch_in_epoch = p.epoch + 1, 0
         if acc.is_main_process:  # acc.print would print once per node
             print(f"resumed from {path} at step {p.step}", flush=True)
+
+    def _load_average(self, path: Path) -> None:
+        file = path / checkpoint.AVERAGE_FILE
+        if file.is_file():
+            self.average.load_state_dict(checkpoint.read_weights(file)[0])
+        else:  # saved with train.ema_decay=0: the average starts here, from the weights just loaded
+            self.average.load_state_dict(bare_model(self.accelerator, self.G).state_dict())
+            if self.accelerator.is_main_process:
+                print(f"{path} holds no moving average of G; it starts from the loaded weights", flush=True)
 
     def save(self) -> Path:
         """Write a checkpoint of this step (a collective: every rank must call it)."""
@@ -102,6 +116,7 @@ class TrainState:
                 # G's model config and pixel range too, so `dcgan sample|eval` read a checkpoint's generator.
                 {**generator_metadata(self.cfg, step), "format": checkpoint.FORMAT},
                 self.cfg.checkpoint.keep_last,
+                self.average.state_dict() if self.average is not None else None,
             )
         except OSError as e:
             reason = e.strerror or str(e)

@@ -19,6 +19,7 @@ from dcgan import checkpoint
 from dcgan.config import Config, to_dict
 from dcgan.data import ShardedBatches, ensure_dataset, load_images, to_model_range
 from dcgan.distributed import bare_model, configure_backends, make_accelerator, memory_format, on_main
+from dcgan.ema import GeneratorAverage
 from dcgan.errors import Stopped, UserError
 from dcgan.evaluation import Evaluator
 from dcgan.faults import EXIT_NONFINITE, EXIT_PREEMPTED, NonFiniteWatch, StopSignals
@@ -74,7 +75,9 @@ class Trainer:
         # What fixes the data order and the per-rank streams: a resumed run must match it exactly.
         layout = {"world_size": acc.num_processes, "batch_size": cfg.train.batch_size}
         layout["num_samples"] = self.batches.num_samples
-        self.state = TrainState(cfg, acc, (self.G, self.D), (self.opt_g, self.opt_d), self.noise, layout)
+        decay = cfg.train.ema_decay
+        self.average = GeneratorAverage(bare_model(acc, self.G), decay) if decay else None
+        self.state = TrainState(cfg, acc, (self.G, self.D), (self.opt_g, self.opt_d), self.noise, layout, self.average)
         self.progress = self.state.progress  # the same object: the loop advances what checkpoints save
         self.evaluator = Evaluator(cfg, acc, self.run_dir)
         if resume_from is not None:
@@ -190,6 +193,8 @@ class Trainer:
             self._order, self._order_epoch = self.batches.indices(p.epoch).to(self.accelerator.device), p.epoch
         real = to_model_range(self.images[self._order[p.batch_in_epoch]], self.cfg.data.pixel_range)
         values = self.train_step(real, measure=measure)
+        if self.average is not None:
+            self.average.update(p.step)
         self.meter.add(values)
         p.step += 1
         p.batch_in_epoch += 1
@@ -220,7 +225,7 @@ class Trainer:
                 if saved_at != p.step:
                     self.save()
                     saved_at = p.step
-                self.evaluator.epoch_end(bare_model(self.accelerator, self.G), p.step, p.epoch, self.log)
+                self.evaluator.epoch_end(self.sampler(), p.step, p.epoch, self.log)
         if saved_at != p.step:
             self.save()
 
@@ -266,13 +271,17 @@ class Trainer:
             values["gpu_mem_GB"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
         self.log.scalars(values, p.step)
 
+    def sampler(self) -> torch.nn.Module:
+        """The G that samples, evaluates and is exported: the moving average if on, else the bare G."""
+        return self.average.generator() if self.average is not None else bare_model(self.accelerator, self.G)
+
     def _sample_fixed(self) -> None:
         """Main process: a grid from the run's fixed noise, through the unwrapped G in eval mode."""
         step = self.progress.step
         path = self.run_dir / "samples" / f"step_{step:07d}.png"
         if not self.accelerator.is_main_process or path.exists():
             return
-        images = render(bare_model(self.accelerator, self.G), self.fixed_noise, self.cfg.data.pixel_range)
+        images = render(self.sampler(), self.fixed_noise, self.cfg.data.pixel_range)
         self.log.image(save_grid(images, path), step)
 
     def _plot(self) -> None:
@@ -294,7 +303,8 @@ class Trainer:
     def _finish(self) -> None:
         acc = self.accelerator
         if acc.is_main_process:
-            export_generator(self.run_dir / GENERATOR_FILE, bare_model(acc, self.G), self.cfg, self.progress.step)
+            weights = "ema" if self.average is not None else "last"
+            export_generator(self.run_dir / GENERATOR_FILE, self.sampler(), self.cfg, self.progress.step, weights)
             self._sample_fixed()
             self._plot()
             make_gif(self.run_dir / "samples", self.run_dir / "progress.gif")

@@ -47,6 +47,7 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path, data_root, setting):
     assert "resumed from" in proc.stdout and "at step 21" in proc.stdout
     assert_same_tensors(load_weights(full / "generator.safetensors"), load_weights(split / "generator.safetensors"))
     a, b = (checkpoint.load_checkpoint(run / "checkpoints" / "step_0000044") for run in (full, split))
+    assert_same_tensors(a[0], b[0])  # the training G (generator.safetensors above is its moving average)
     assert_same_tensors(a[1], b[1])  # discriminator
     assert a[2]["progress"] == b[2]["progress"] == {"step": 44, "epoch": 1, "batch_in_epoch": 12}
     for key in ("optim_g", "optim_d"):
