@@ -1,4 +1,4 @@
-"""The GAN training loop: a D step then a G step per batch, each with its own optimiser.
+"""The GAN training loop: a G step and a D step per batch (`train.g_first` picks the order), each with its optimiser.
 
 Distribution and precision come from the Accelerator (dcgan/distributed.py). Two DDP traps shape the
 step: D is called twice per D step (see the broadcast_buffers note there), and the G step must not
