@@ -89,6 +89,10 @@ def framework_trainer(args: argparse.Namespace, run_dir: str) -> Trainer:
         f"train.cpu={str(args.device == 'cpu').lower()}",
         f"train.compile={str(args.compile).lower()}",
         "resume=never",
+        # The reference loop's order and targets (D first, real label 1.0): same cost as the default
+        # recipe's, and the same math for --check.
+        "train.g_first=false",
+        "train.real_label=1.0",
         *args.set,
     ]
     return Trainer(load_config(None, overrides))

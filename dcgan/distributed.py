@@ -98,8 +98,13 @@ def memory_format(cfg: Config, device: torch.device) -> str:
 
 
 def bare_model(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside the DDP and torch.compile wrappers: its state_dict has the plain key names."""
-    model = accelerator.unwrap_model(model)
+    """The plain module inside the DDP and torch.compile wrappers: its state_dict has the plain key names.
+
+    The compile wrapper is read past before `unwrap_model` sees it: given a compiled DDP model,
+    Accelerate's unwrap_model (keep_torch_compile=True, its default) sets the wrapper's `_orig_mod` to
+    the bare module, silently removing DDP from training (no more gradient all-reduce) from then on.
+    """
+    model = accelerator.unwrap_model(getattr(model, "_orig_mod", model))
     return getattr(model, "_orig_mod", model)
 
 
