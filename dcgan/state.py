@@ -1,6 +1,6 @@
 """Everything a checkpoint holds, gathered in one place: both networks, G's moving average, both
-optimisers, the fp16 scaler, the per-rank noise streams and where training stands. The Trainer runs the loop; this saves
-that loop's state and puts it back exactly (dcgan/checkpoint.py does the files).
+optimisers, the fp16 scaler, the per-rank noise streams and where training stands. The Trainer runs
+the loop; this saves the loop's state and puts it back exactly (dcgan/checkpoint.py does the files).
 """
 
 from __future__ import annotations
