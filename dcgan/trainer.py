@@ -276,7 +276,7 @@ class Trainer:
         return self.average.generator() if self.average is not None else bare_model(self.accelerator, self.G)
 
     def _sample_fixed(self) -> None:
-        """Main process: a grid from the run's fixed noise, through the unwrapped G in eval mode."""
+        """Main process: a grid from the run's fixed noise, through `sampler()` in eval mode."""
         step = self.progress.step
         path = self.run_dir / "samples" / f"step_{step:07d}.png"
         if not self.accelerator.is_main_process or path.exists():
