@@ -18,7 +18,7 @@ from torch.nn import functional as F
 from dcgan import checkpoint
 from dcgan.config import Config, to_dict
 from dcgan.data import ShardedBatches, ensure_dataset, load_images, to_model_range
-from dcgan.distributed import bare_model, configure_backends, make_accelerator, memory_format, on_main
+from dcgan.distributed import bare_model, configure_backends, hot_optimizer, make_accelerator, memory_format, on_main
 from dcgan.ema import GeneratorAverage
 from dcgan.errors import Stopped, UserError
 from dcgan.evaluation import Evaluator
@@ -60,6 +60,7 @@ class Trainer:
         opt_g = torch.optim.Adam(generator.parameters(), lr=cfg.optim.lr_g, betas=cfg.optim.betas, fused=True)
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas, fused=True)
         self.G, self.D, self.opt_g, self.opt_d = acc.prepare(generator, discriminator, opt_g, opt_d)
+        self._hot_opt_g, self._hot_opt_d = hot_optimizer(self.opt_g), hot_optimizer(self.opt_d)
         self._cuda_graphs = cfg.train.compile and acc.state.dynamo_plugin.mode == "reduce-overhead"
         torch.manual_seed(derive_seed(cfg.seed, "torch", acc.process_index))
         self.noise = torch.Generator(acc.device).manual_seed(derive_seed(cfg.seed, "noise", acc.process_index))
@@ -136,7 +137,7 @@ class Trainer:
 
     def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         train = self.cfg.train
-        self.opt_d.zero_grad(set_to_none=True)
+        self._hot_opt_d.zero_grad(set_to_none=True)
         real_logits = self.D(real).float()
         fake_logits = self.D(fake).float()
         loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, train.real_label))
@@ -144,11 +145,11 @@ class Trainer:
         loss = train.d_loss_scale * (loss_real + loss_fake)
         self.accelerator.backward(loss)
         self._before_step(0, self.D, self.opt_d, self.cfg.optim.clip_d)
-        self.opt_d.step()
+        self._hot_opt_d.step()
         return loss.detach(), torch.sigmoid(real_logits).mean().detach()
 
     def _g_step(self, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        self.opt_g.zero_grad(set_to_none=True)
+        self._hot_opt_g.zero_grad(set_to_none=True)
         # D's forward and backward under no_sync: D's reducer neither expects nor all-reduces
         # gradients, and `inputs=` keeps autograd from computing D's weight gradients at all.
         with self.accelerator.no_sync(self.D):
@@ -156,7 +157,7 @@ class Trainer:
             loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
             self.accelerator.backward(loss, inputs=list(self.G.parameters()))
         self._before_step(1, self.G, self.opt_g, self.cfg.optim.clip_g)
-        self.opt_g.step()
+        self._hot_opt_g.step()
         return loss.detach(), torch.sigmoid(logits).mean().detach()
 
     # -- the loop ----------------------------------------------------------------------------------

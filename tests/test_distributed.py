@@ -88,3 +88,18 @@ def test_user_error_on_the_main_rank_stops_every_rank_once(tmp_path, data_root):
     assert proc.returncode != 0
     ours = [line for line in proc.stderr.splitlines() if line.startswith("dcgan: error:")]
     assert len(ours) == 1 and "MNIST files missing in" in ours[0], proc.stderr[-3000:]
+
+
+def test_hot_path_steps_the_torch_optimizer_unless_a_scaler_needs_accelerate():
+    """fp32/bf16 skip Accelerate's per-call overhead (a sys.path search per step); fp16 keeps its scaler step."""
+    from accelerate import Accelerator
+    from accelerate.optimizer import AcceleratedOptimizer
+
+    from dcgan.distributed import hot_optimizer
+
+    params = list(torch.nn.Linear(2, 2).parameters())
+    wrapped = Accelerator(cpu=True).prepare(torch.optim.Adam(params))
+    assert isinstance(wrapped, AcceleratedOptimizer)
+    assert hot_optimizer(wrapped) is wrapped.optimizer
+    scaled = AcceleratedOptimizer(torch.optim.Adam(params), scaler=torch.amp.GradScaler("cpu"))
+    assert hot_optimizer(scaled) is scaled
