@@ -15,6 +15,7 @@ import yaml
 
 TARGET_IMAGES_PER_S = 300_000  # bf16, batch 1024 per process (issue 7)
 TARGET_20_EPOCHS_S = 60
+TARGET_CPU_FP32, TARGET_CPU_BF16 = 1.3, 2.0  # batch 64, one thread, against the fp32 reference loop
 
 
 def _load(path: Path) -> dict:
@@ -48,7 +49,8 @@ def bench_rows(results: Path) -> list[dict]:
     rows = []
     for path in sorted((results / "bench").glob("*.json")):
         data = _load(path)
-        row = {"name": path.stem, **{k: data.get(k) for k in ("setting", "framework", "reference", "ratio")}}
+        keys = ("setting", "framework", "reference", "ratio", "framework_profile")
+        row = {"name": path.stem, **{k: data.get(k) for k in keys}}
         row["hardware"] = data.get("hardware")
         row["skipped"] = data.get("skipped") or ("failed" if not data else None)
         rows.append(row)
@@ -77,6 +79,10 @@ def markdown(report: dict) -> str:
             f"{fw['images_per_s']:,.0f} (±{fw['spread_pct']}%) | {ref['images_per_s']:,.0f} | {row['ratio']}x | "
             f"{fw.get('gpu_peak_GB')} / {ref.get('gpu_peak_GB')} |"
         )
+    profiled = [row for row in report["throughput"] if row.get("framework_profile")]
+    if profiled:
+        out += ["", "## Where a framework step's time goes (torch.profiler, 10 steps; bench/*.profile.txt)", ""]
+        out += [f"- {row['name']}: {json.dumps(row['framework_profile'])}" for row in profiled]
     out += ["", "## 20-epoch runs (train.py, batch 32, 37,500 steps)", ""]
     out += [
         "| run | exit | wall s | steady images/s | steady training s | start-up, compile, saving s |",
@@ -104,6 +110,13 @@ def targets(report: dict) -> list[str]:
             ref = by_name["b32_bf16"]["reference"]["images_per_s"]
             ratio = best / ref
             lines.append(f"that is {ratio:.1f}x the reference loop at batch 32 bf16 ({ref:,.0f} images/s, target 20x)")
+    if "cpu_b64_fp32" in by_name and "cpu_b64_bf16" in by_name:
+        fp32, bf16 = by_name["cpu_b64_fp32"], by_name["cpu_b64_bf16"]
+        flags = ", ".join(bf16["hardware"].get("cpu_bf16_flags") or []) or "none"
+        lines.append(
+            f"host CPU ({bf16['hardware']['cpu']}; bf16 flags: {flags}), batch 64, one thread: fp32 {fp32['ratio']}x "
+            f"(target {TARGET_CPU_FP32}x), bf16 {bf16['ratio']}x the fp32 reference loop (target {TARGET_CPU_BF16}x)"
+        )
     for run in report["runs"]:
         if run["name"] == "dcgan_default_compiled" and "steady_train_s" in run:
             lines.append(

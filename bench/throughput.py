@@ -52,20 +52,27 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--reference-precision", choices=("no", "bf16", "fp16"), help="default: --precision")
     parser.add_argument("--check", action="store_true", help="no timing: both sides' losses on one fixed batch")
     parser.add_argument("--json", type=Path, help="also write the result here")
+    parser.add_argument("--profile", type=Path, help="after timing, profile 10 framework steps: op tables here")
     return parser.parse_args(argv)
+
+
+CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "amx_tile"}
 
 
 def hardware(device: torch.device) -> dict[str, object]:
     """What ran the benchmark, so a number is never quoted without its machine."""
     cpu = platform.processor() or platform.machine()
+    flags: list[str] = []
     cpuinfo = Path("/proc/cpuinfo")
     if cpuinfo.is_file():
-        names = [
-            line.split(":", 1)[1].strip() for line in cpuinfo.read_text().splitlines() if line.startswith("model name")
-        ]
+        lines = cpuinfo.read_text().splitlines()
+        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
         cpu = names[0] if names else cpu
+        flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
     info: dict[str, object] = {
         "cpu": cpu,
+        # Whether bf16 on this CPU is native (AVX512-BF16, AMX) or emulated by oneDNN in fp32 (slower).
+        "cpu_bf16_flags": sorted(set(flags) & CPU_BF16_FLAGS),
         "logical_cpus": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),
@@ -183,6 +190,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         for _ in range(args.windows):
             for side in sides:
                 side.window(args.steps)
+        if args.profile and args.only != "reference":
+            try:  # a diagnostic after the timing: its failure is reported, the timing kept
+                result["framework_profile"] = profile_steps(trainer.advance, device, 10, args.profile)
+            except Exception as e:
+                result["framework_profile"] = {"error": f"{type(e).__name__}: {e}"}
     for side in sides:
         result[side.name] = side.summary()
     if len(sides) == 2:
@@ -203,6 +215,49 @@ def count_host_syncs(step, steps: int) -> int:
         finally:
             torch.cuda.set_sync_debug_mode("default")
     return sum("synchroniz" in str(w.message) for w in caught)
+
+
+def profile_steps(step, device: torch.device, steps: int, path: Path) -> dict[str, float]:
+    """Where an iteration's time goes: torch.profiler over `steps` calls of `step`, op tables written to `path`.
+
+    Returns per-step figures: host wall time (profiler overhead included), aten calls and, on a GPU,
+    device events (kernels, copies) and their summed time, whose ratio to the wall time says whether
+    the step is bound by the host (launches, Python) or by the GPU's arithmetic.
+    """
+    from torch.autograd import DeviceType
+    from torch.profiler import ProfilerActivity, profile
+
+    cuda = device.type == "cuda"
+    activities = [ProfilerActivity.CPU, *([ProfilerActivity.CUDA] if cuda else [])]
+    if cuda:
+        torch.cuda.synchronize(device)
+    with profile(activities=activities) as prof:
+        started = time.perf_counter()
+        for _ in range(steps):
+            step()
+        if cuda:
+            torch.cuda.synchronize(device)
+        wall_ms = (time.perf_counter() - started) * 1e3 / steps
+    averages = prof.key_averages()
+    summary = {
+        "wall_ms_per_step": round(wall_ms, 3),
+        "aten_calls_per_step": sum(e.count for e in averages if e.key.startswith("aten::")) / steps,
+    }
+    tables = [f"{steps} steps profiled, {wall_ms:.3f} ms per step (profiler overhead included)", ""]
+    tables.append(averages.table(sort_by="self_cpu_time_total", row_limit=30))
+    if cuda:
+        on_device = [e for e in prof.events() if e.device_type == DeviceType.CUDA]
+        device_ms = sum(e.device_time_total for e in on_device) / 1e3 / steps
+        summary.update(
+            device_events_per_step=len(on_device) / steps,
+            device_ms_per_step=round(device_ms, 3),
+            device_busy_pct=round(100 * device_ms / wall_ms, 1),
+        )
+        tables.append(averages.table(sort_by="self_device_time_total", row_limit=30))
+    tables.insert(1, json.dumps(summary))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("\n".join(tables) + "\n")
+    return summary
 
 
 def same_math(args: argparse.Namespace, steps: int = 3) -> dict[str, object]:

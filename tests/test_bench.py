@@ -38,7 +38,10 @@ def test_framework_and_tutorial_loop_compute_the_same_losses(tmp_path, compiled)
 
 
 def test_throughput_reports_both_sides_with_hardware(tmp_path):
-    result = _bench(tmp_path, "--batch", "8", "--windows", "2", "--steps", "2", "--warmup", "1")
+    profile = tmp_path / "profile.txt"
+    result = _bench(
+        tmp_path, "--batch", "8", "--windows", "2", "--steps", "2", "--warmup", "1", "--profile", str(profile)
+    )
     for side in ("framework", "reference"):
         assert result[side]["images_per_s"] > 0
         assert len(result[side]["windows"]) == 2
@@ -48,3 +51,7 @@ def test_throughput_reports_both_sides_with_hardware(tmp_path):
     )
     assert result["hardware"]["cpu"] and result["hardware"]["torch"]
     assert result["setting"] == {**result["setting"], "device": "cpu", "batch": 8, "precision": "no"}
+    assert result["framework_profile"]["wall_ms_per_step"] > 0
+    assert result["framework_profile"]["aten_calls_per_step"] > 100  # two networks' forward, backward and Adam
+    assert "aten::convolution_backward" in profile.read_text()
+    assert isinstance(result["hardware"]["cpu_bf16_flags"], list)
