@@ -49,10 +49,17 @@ def test_wandb_offline_records_losses_images_and_config(tmp_path, data_root):
 
 
 def test_wandb_service_is_shut_down(tmp_path, data_root):
-    run_train(tmp_path, "log.tracker=wandb", "train.max_steps=4")
-    # wandb-core outlives its parent unless stopped; none may be left (none other runs during the tests).
-    leftover = subprocess.run(["pgrep", "-af", "wandb/bin/wandb-core"], capture_output=True, text=True)
-    assert leftover.stdout == "", leftover.stdout
+    proc = subprocess.Popen(
+        train_command(tmp_path, "log.tracker=wandb", "train.max_steps=4"),
+        cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    _, err = proc.communicate(timeout=300)
+    assert proc.returncode == 0, err[-3000:]
+    # wandb-core outlives its parent unless stopped, and names that parent with --pid. Only this run's
+    # is looked for: other tests' wandb runs may be going on in the other xdist worker.
+    leftover = subprocess.run(["pgrep", "-af", "wandb/bin/wandb-core"], capture_output=True, text=True).stdout
+    parents = [line.split("--pid", 1)[1].split()[0] for line in leftover.splitlines() if "--pid" in line]
+    assert str(proc.pid) not in parents, leftover
 
 
 def test_resume_continues_the_same_wandb_run(tmp_path, data_root):
