@@ -18,6 +18,8 @@ import tempfile
 import time
 from pathlib import Path
 
+from dcgan import hardware
+
 REPO = Path(__file__).resolve().parents[1]
 
 
@@ -68,7 +70,8 @@ def main() -> None:
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     layouts = [(1, 1), (1, args.cores), (args.cores, 1)]
-    result = {"cpu_cores": args.cores, "runs": [measure(p, t, args) for p, t in layouts]}
+    machine = {k: v for k, v in hardware.describe().items() if k != "torch_threads"}
+    result = {"cpu_cores": args.cores, "hardware": machine, "runs": [measure(p, t, args) for p, t in layouts]}
     text = json.dumps(result, indent=2)
     print(text)
     if args.json:

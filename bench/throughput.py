@@ -29,6 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: the
 
 from tutorial_loop import TutorialLoop  # noqa: E402
 
+from dcgan import hardware  # noqa: E402
 from dcgan.config import load_config  # noqa: E402
 from dcgan.data import to_model_range  # noqa: E402
 from dcgan.distributed import bare_model  # noqa: E402
@@ -56,33 +57,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-CPU_BF16_FLAGS = {"avx512_bf16", "amx_bf16", "amx_tile"}
-
-
-def hardware(device: torch.device) -> dict[str, object]:
+def hardware_record(device: torch.device) -> dict[str, object]:
     """What ran the benchmark, so a number is never quoted without its machine."""
-    cpu = platform.processor() or platform.machine()
-    flags: list[str] = []
-    cpuinfo = Path("/proc/cpuinfo")
-    if cpuinfo.is_file():
-        lines = cpuinfo.read_text().splitlines()
-        names = [line.split(":", 1)[1].strip() for line in lines if line.startswith("model name")]
-        cpu = names[0] if names else cpu
-        flags = next((line.split(":", 1)[1].split() for line in lines if line.startswith("flags")), [])
-    info: dict[str, object] = {
-        "cpu": cpu,
-        # Whether bf16 on this CPU is native (AVX512-BF16, AMX) or emulated by oneDNN in fp32 (slower).
-        "cpu_bf16_flags": sorted(set(flags) & CPU_BF16_FLAGS),
-        "logical_cpus": os.cpu_count(),
-        "torch_threads": torch.get_num_threads(),
-        "python": platform.python_version(),
-        "torch": torch.__version__,
-        "date": datetime.date.today().isoformat(),
-    }
+    info = hardware.describe(device)
+    # Whether bf16 on this CPU is native (AVX512-BF16, AMX) or emulated by oneDNN in fp32 (slower).
+    info["cpu_bf16_flags"] = sorted(set(info["cpu_flags"]) & hardware.BF16_FLAGS)
+    info.update(python=platform.python_version(), torch=torch.__version__, date=datetime.date.today().isoformat())
     for name in ("torchvision", "accelerate"):
         info[name] = __import__(name).__version__
     if device.type == "cuda":
-        info["gpu"] = torch.cuda.get_device_name(device)
         info["cuda"] = torch.version.cuda
     return info
 
@@ -95,6 +78,7 @@ def framework_trainer(args: argparse.Namespace, run_dir: str) -> Trainer:
         f"train.mixed_precision={args.precision}",
         f"train.cpu={str(args.device == 'cpu').lower()}",
         f"train.compile={str(args.compile).lower()}",
+        "train.allow_emulated_bf16=true",  # measuring it is the point; hardware_record says whether it is
         "resume=never",
         # The reference loop's order and targets (D first, real label 1.0): same cost as the default
         # recipe's, and the same math for --check.
@@ -173,7 +157,7 @@ def run(args: argparse.Namespace) -> dict[str, object]:
             "reference_precision": args.reference_precision or args.precision, "compile": args.compile,
             "overrides": args.set, "windows": args.windows, "steps": args.steps,
         },
-        "hardware": hardware(device),
+        "hardware": hardware_record(device),
     }  # fmt: skip
     sides = []
     with tempfile.TemporaryDirectory() as run_dir:

@@ -5,6 +5,7 @@ A checkpoint is `checkpoints/step_XXXXXXX/` holding
   generator_ema.safetensors   the moving average of G's weights (train.ema_decay > 0): what samples
   state.pt        optimisers, scaler, progress and per-rank RNG states (plain tensors and numbers,
                   read back with torch.load(weights_only=True))
+  config.yaml     the resolved config it was trained under, which a resume is checked against
   manifest.json   size and sha256 of each file, written last.
 It is assembled in a hidden temporary folder and renamed into place, so a folder named step_* is
 complete; the manifest catches later truncation or corruption, and loading skips such folders.
@@ -23,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+import yaml
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import load_file, save_file
 
@@ -31,6 +33,7 @@ from dcgan.errors import UserError
 FORMAT = "dcgan-checkpoint/1"
 GENERATOR_FORMAT = "dcgan-generator/1"
 AVERAGE_FILE = "generator_ema.safetensors"
+CONFIG_FILE = "config.yaml"
 _PREFIX = "step_"
 
 
@@ -91,6 +94,7 @@ def save_checkpoint(
     metadata: dict[str, str],
     keep_last: int,
     averaged: dict[str, torch.Tensor] | None = None,
+    config: dict[str, Any] | None = None,
 ) -> Path:
     """Write checkpoint `step` under `root` (main process only), then prune to the newest `keep_last`."""
     root.mkdir(parents=True, exist_ok=True)
@@ -104,6 +108,8 @@ def save_checkpoint(
         if averaged is not None:
             save_weights(tmp / AVERAGE_FILE, averaged, {**metadata, "weights": "ema"})
         write_atomic(tmp / "state.pt", lambda p: torch.save(state, p))
+        if config is not None:
+            write_atomic(tmp / CONFIG_FILE, lambda p: p.write_text(yaml.safe_dump(config, sort_keys=False)))
         files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir())}
         manifest = {"format": FORMAT, "step": step, "files": files}
         write_atomic(tmp / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=1)))
@@ -214,6 +220,20 @@ def resolve_resume(root: Path, resume: str) -> Path | None:
     if not path.is_dir():
         raise UserError(f"resume={resume}: no such checkpoint folder (or use auto / never)")
     return path
+
+
+def read_config(path: Path) -> dict[str, Any] | None:
+    """The resolved config checkpoint `path` was trained under; None for checkpoints written before they held it."""
+    file = path / CONFIG_FILE
+    if not file.is_file():
+        return None
+    try:
+        config = yaml.safe_load(file.read_text())
+    except (OSError, yaml.YAMLError) as e:
+        raise UserError(f"cannot resume from {path}: {CONFIG_FILE} is unreadable ({e})") from None
+    if not isinstance(config, dict):
+        raise UserError(f"cannot resume from {path}: {CONFIG_FILE} does not hold a config")
+    return config
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:

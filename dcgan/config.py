@@ -18,14 +18,24 @@ import yaml
 
 from dcgan.errors import UserError
 
+_ON_RESUME = "on_resume"
+
+
+def may_change(default: Any = dataclasses.MISSING, *, default_factory: Any = dataclasses.MISSING) -> Any:
+    """Declare a key (or a whole section) that a resumed run may change: run length, learning rates,
+    logging, evaluation, checkpointing, faults, placement. Every other key defines the run, and a
+    resume that changes it is refused (`resume_changes`): a key is run-defining unless marked here."""
+    return field(default=default, default_factory=default_factory, metadata={_ON_RESUME: "may change"})
+
 
 @dataclass
 class DataConfig:
     name: Literal["mnist"] = "mnist"
     """Dataset; only MNIST for now."""
-    root: str = "data"
-    """Folder in torchvision's layout (`ROOT/MNIST/raw/*-ubyte`)."""
-    download: bool = True
+    root: str = may_change("data")
+    """Folder in torchvision's layout (`ROOT/MNIST/raw/*-ubyte`). Where the data is, not what it is, so a
+    resumed run may find it elsewhere (another node's mount); the number of images is still checked."""
+    download: bool = may_change(True)
     """Download into `root` when the files are missing (main process only)."""
     pixel_range: Literal["signed", "unit"] = "signed"
     """`signed` feeds [-1, 1] (matches the Tanh generator); `unit` feeds [0, 1], the tutorial's bug."""
@@ -67,25 +77,30 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
-    epochs: int = 20
-    max_steps: int | None = None
+    epochs: int = may_change(20)
+    max_steps: int | None = may_change(None)
     """Stop after this many optimisation steps (one D step plus one G step each), if set."""
     batch_size: int = 32
     """Per process: the global batch is batch_size x number of processes."""
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    cpu: bool = False
+    """Autocast precision; part of the recipe (bf16 and fp16 round differently, fp16 adds a loss scaler)."""
+    allow_emulated_bf16: bool = may_change(False)
+    """Run bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX) anyway. It is emulated there and
+    several times slower than fp32 (docs/faults.md), so it is refused unless set: useful only to check
+    bf16 numerics on a machine without them."""
+    cpu: bool = may_change(False)
     """Run on the CPU even when a GPU is present."""
     sync_batchnorm: bool = False
     """SyncBatchNorm across GPUs (GPU only): BN statistics over the global batch instead of each rank's."""
-    compile: bool = False
+    compile: bool = may_change(False)
     """torch.compile both networks (Inductor): the first steps compile, the rest run fused kernels."""
-    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = "auto"
+    compile_mode: Literal["auto", "default", "reduce-overhead", "max-autotune-no-cudagraphs"] = may_change("auto")
     """`auto`: reduce-overhead (CUDA graphs) on one GPU, default on a CPU or with several processes."""
-    memory_format: Literal["auto", "channels_last", "contiguous"] = "auto"
+    memory_format: Literal["auto", "channels_last", "contiguous"] = may_change("auto")
     """Activation layout. `auto`: channels_last (NHWC) on a CPU, where oneDNN runs this model 1.3-1.5x
     faster with it (bench/); contiguous (NCHW) on a GPU, where compile + channels_last hit an Inductor
     stride assertion in ConvTranspose's backward (H100, torch 2.11) and no gain was measured yet."""
-    tf32: bool = True
+    tf32: bool = may_change(True)
     """Allow TF32 matrix units for float32 convolutions and matmuls on Ampere and later GPUs."""
     g_first: bool = True
     """Step G before D in each iteration, as the tutorial does (false: D first, the usual order);
@@ -149,11 +164,20 @@ class FaultConfig:
     """Stop when the losses stay non-finite this many consecutive steps (fp16 overflows are skipped before that)."""
     timeout_s: int = 600
     """Collective timeout: a rank waiting on a dead peer gives up after this long."""
+    lock_wait_s: int = 0
+    """How long to wait for another trainer to release the run folder before giving up (0: refuse at
+    once). launch/slurm/train.sbatch sets it for requeued jobs, whose previous part may still be ending."""
+    lock_stale_s: int = 60
+    """A run folder locked from another host is taken over when its owner's heartbeat (refreshed every
+    few seconds) is older than this: a crashed node does not lock its run for ever. Keep it well above
+    the clock difference between your nodes. On the same host the owner's process is checked instead."""
 
     def validate(self) -> None:
         _check(self.check_every >= 1, "fault.check_every", "must be >= 1")
         _check(self.max_nonfinite_steps >= 1, "fault.max_nonfinite_steps", "must be >= 1")
         _check(self.timeout_s >= 10, "fault.timeout_s", "must be >= 10 seconds")
+        _check(self.lock_wait_s >= 0, "fault.lock_wait_s", "must be >= 0 seconds")
+        _check(self.lock_stale_s >= 2, "fault.lock_stale_s", "must be >= 2 seconds")
 
 
 @dataclass
@@ -171,17 +195,19 @@ class EvalConfig:
 @dataclass
 class Config:
     seed: int = 0
-    output_dir: str = "runs/mnist"
-    resume: str = "auto"
+    """Seeds the initial weights, the data order and every noise stream."""
+    output_dir: str = may_change("runs/mnist")
+    """The run folder: config, checkpoints, samples, metrics, the exported generator. One trainer at a time."""
+    resume: str = may_change("auto")
     """`auto` continues from the newest valid checkpoint in output_dir, `never` starts fresh, else a path."""
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    optim: OptimConfig = field(default_factory=OptimConfig)
+    optim: OptimConfig = may_change(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
-    log: LogConfig = field(default_factory=LogConfig)
-    checkpoint: CheckpointConfig = field(default_factory=CheckpointConfig)
-    fault: FaultConfig = field(default_factory=FaultConfig)
-    eval: EvalConfig = field(default_factory=EvalConfig)
+    log: LogConfig = may_change(default_factory=LogConfig)
+    checkpoint: CheckpointConfig = may_change(default_factory=CheckpointConfig)
+    fault: FaultConfig = may_change(default_factory=FaultConfig)
+    eval: EvalConfig = may_change(default_factory=EvalConfig)
 
     def validate(self) -> None:
         _check(self.seed >= 0, "seed", "must be >= 0")
@@ -214,6 +240,37 @@ def to_dict(cfg: Any) -> dict[str, Any]:
 
 def to_flat_dict(cfg: Any) -> dict[str, Any]:
     """The config as `section.key: scalar` pairs (lists as text), the shape trackers' hparams want."""
+    return {k: str(v) if isinstance(v, list) or v is None else v for k, v in to_flat_values(cfg).items()}
+
+
+def resume_changes(saved: dict[str, Any], cfg: Config) -> tuple[dict[str, tuple], dict[str, tuple]]:
+    """What differs between a checkpoint's resolved config (`to_dict` form) and `cfg`, split by policy:
+    (run-defining changes, changes a resumed run may make), each `{dotted key: (old, new)}`.
+
+    A key the checkpoint does not know (saved by an older version) counts as changed only if `cfg`
+    sets it away from its default; keys the code no longer has are ignored.
+    """
+    defaults, now, old = to_flat_values(Config()), to_flat_values(cfg), to_flat_values(saved)
+    fixed: dict[str, tuple] = {}
+    free: dict[str, tuple] = {}
+    for key, value in now.items():
+        before = old.get(key, defaults[key])
+        if before != value:
+            (free if _may_change(key) else fixed)[key] = (before, value)
+    return fixed, free
+
+
+def change_lines(changes: dict[str, tuple]) -> list[str]:
+    """`key: old -> new` for each change, sorted by key, values as YAML writes them."""
+    return [f"{key}: {_yaml_scalar(old)} -> {_yaml_scalar(new)}" for key, (old, new) in sorted(changes.items())]
+
+
+def _yaml_scalar(value: Any) -> str:
+    return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
+
+
+def to_flat_values(cfg: Any) -> dict[str, Any]:
+    """A config (or its `to_dict` form) as `{dotted key: plain value}`."""
     flat: dict[str, Any] = {}
 
     def walk(node: dict[str, Any], prefix: str) -> None:
@@ -221,10 +278,21 @@ def to_flat_dict(cfg: Any) -> dict[str, Any]:
             if isinstance(value, dict):
                 walk(value, f"{prefix}{key}.")
             else:
-                flat[prefix + key] = str(value) if isinstance(value, list) or value is None else value
+                flat[prefix + key] = value
 
-    walk(to_dict(cfg), "")
+    walk(cfg if isinstance(cfg, dict) else to_dict(cfg), "")
     return flat
+
+
+def _may_change(key: str) -> bool:
+    """Whether `may_change` marks this dotted key or a section above it."""
+    cls: Any = Config
+    for part in key.split("."):
+        f = {f.name: f for f in dataclasses.fields(cls)}[part]
+        if f.metadata.get(_ON_RESUME) == "may change":
+            return True
+        cls = typing.get_type_hints(cls)[part]
+    return False
 
 
 def _plain(value: Any) -> Any:

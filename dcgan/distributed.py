@@ -22,19 +22,35 @@ from accelerate.utils import (
     gather_object,
 )
 
+from dcgan import hardware
 from dcgan.config import Config
 from dcgan.errors import UserError
 
 T = TypeVar("T")
 
 
-def make_accelerator(cfg: Config) -> Accelerator:
+def check_device_settings(cfg: Config) -> None:
+    """Precision and BatchNorm settings this machine cannot run as asked: a UserError saying what to set."""
     precision = cfg.train.mixed_precision
-    if precision == "fp16" and (cfg.train.cpu or not torch.cuda.is_available()):
+    cpu = cfg.train.cpu or not torch.cuda.is_available()
+    if precision == "fp16" and cpu:
         # Accelerate would silently train in fp32 here; say so instead.
         raise UserError("train.mixed_precision=fp16 needs a CUDA GPU; on CPU use bf16 or no")
-    if cfg.train.sync_batchnorm and (cfg.train.cpu or not torch.cuda.is_available()):
+    if precision == "bf16" and cpu and hardware.cpu_has_bf16() is False and not cfg.train.allow_emulated_bf16:
+        # Refused, not warned: the run would only be slower and less precise than fp32, and a warning
+        # scrolls away in a batch job's log while the job burns its hours.
+        raise UserError(
+            f"train.mixed_precision=bf16: this CPU ({hardware.cpu_name()}) has no bf16 instructions (AVX512-BF16 "
+            "or AMX), so bf16 is emulated, several times slower than fp32; use train.mixed_precision=no, or set "
+            "train.allow_emulated_bf16=true to run it anyway"
+        )
+    if cfg.train.sync_batchnorm and cpu:
         raise UserError("train.sync_batchnorm=true needs CUDA GPUs (SyncBatchNorm does not run on CPU)")
+
+
+def make_accelerator(cfg: Config) -> Accelerator:
+    check_device_settings(cfg)
+    cpu = cfg.train.cpu or not torch.cuda.is_available()
     # D runs two forwards (real, fake) before one backward. With broadcast_buffers=True, DDP
     # overwrites BatchNorm buffers in place between them, which raises an autograd error on
     # torch 2.6 up to the fix in 2.14. Every rank updates its BN buffers from its own batches
@@ -44,11 +60,10 @@ def make_accelerator(cfg: Config) -> Accelerator:
     # old flag still does exactly what we want on every torch we allow.
     warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
     trackers = None if cfg.log.tracker == "none" else cfg.log.tracker
-    cpu = cfg.train.cpu or not torch.cuda.is_available()
     accelerator = Accelerator(
         # Without cpu=True a `--multi_gpu` launch on a GPU-less host starts independent rank-0 processes.
         cpu=cpu,
-        mixed_precision=precision,
+        mixed_precision=cfg.train.mixed_precision,
         kwargs_handlers=[ddp, InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.fault.timeout_s))],
         dynamo_plugin=_dynamo_plugin(cfg, cpu),
         log_with=trackers,

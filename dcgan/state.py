@@ -12,7 +12,7 @@ import torch
 from accelerate import Accelerator
 
 from dcgan import checkpoint
-from dcgan.config import Config, to_dict
+from dcgan.config import Config, change_lines, resume_changes, to_dict
 from dcgan.distributed import bare_model, gather_per_rank, on_main
 from dcgan.ema import GeneratorAverage
 from dcgan.errors import UserError
@@ -27,6 +27,26 @@ class Progress:
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
+
+
+def allowed_changes(path: Path, cfg: Config) -> dict[str, tuple]:
+    """The changes a resume from checkpoint `path` under `cfg` makes to keys that may change (run length,
+    learning rates, logging, ...); a UserError listing every changed key that defines the run instead."""
+    problem = checkpoint.verify(path)
+    if problem is not None:
+        raise UserError(f"cannot resume from {path}: {problem}")
+    saved = checkpoint.read_config(path)
+    if saved is None:  # written before checkpoints held their config: load() still compares the model
+        return {}
+    fixed, free = resume_changes(saved, cfg)
+    if fixed:
+        lines = "".join(f"\n  {line}" for line in change_lines(fixed))
+        raise UserError(
+            f"cannot resume from {path}: these settings define the run and differ from its checkpoint's:{lines}\n"
+            "set them back to continue this run, or train into another output_dir (or with resume=never "
+            "into an empty one)"
+        )
+    return free
 
 
 class TrainState:
@@ -52,8 +72,10 @@ class TrainState:
     def load(self, path: Path, steps_per_epoch: int) -> None:
         acc = self.accelerator
         g_state, d_state, state = checkpoint.load_checkpoint(path)
-        for section, saved, now in (("model", state["model"], to_dict(self.cfg.model)),
-                                    ("run layout", state["layout"], self.layout)):  # fmt: skip
+        checks = [("run layout", state["layout"], self.layout)]
+        if "model" in state:  # written before checkpoints held their config (see allowed_changes)
+            checks.append(("model", state["model"], to_dict(self.cfg.model)))
+        for section, saved, now in checks:
             if saved != now:
                 diff = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in sorted(now) if saved.get(k) != now[k])
                 raise UserError(
@@ -77,8 +99,6 @@ class TrainState:
         p = self.progress
         if p.batch_in_epoch == steps_per_epoch:  # saved by an older version at an epoch end
             p.epoch, p.batch_in_epoch = p.epoch + 1, 0
-        if acc.is_main_process:  # acc.print would print once per node
-            print(f"resumed from {path} at step {p.step}", flush=True)
 
     def _load_average(self, path: Path) -> None:
         file = path / checkpoint.AVERAGE_FILE
@@ -102,7 +122,6 @@ class TrainState:
             "progress": vars(self.progress).copy(),
             "rng": rng_states,
             "layout": self.layout,
-            "model": to_dict(self.cfg.model),
         }
         if acc.scaler is not None:
             state["scaler"] = acc.scaler.state_dict()
@@ -117,6 +136,7 @@ class TrainState:
                 {**generator_metadata(self.cfg, step), "format": checkpoint.FORMAT},
                 self.cfg.checkpoint.keep_last,
                 self.average.state_dict() if self.average is not None else None,
+                to_dict(self.cfg),
             )
         except OSError as e:
             reason = e.strerror or str(e)

@@ -23,11 +23,12 @@ from accelerate import Accelerator
 from einops import rearrange
 from tqdm import tqdm
 
-from dcgan import __version__
-from dcgan.config import Config, to_flat_dict
+from dcgan import __version__, hardware
+from dcgan.config import Config, change_lines, to_flat_dict
 from dcgan.sampling import to_uint8
 
 WANDB_ID_FILE = "wandb_run_id"
+HISTORY_FILE = "run_history.jsonl"  # one line per start of the run: where, on what, and what changed
 
 
 def _has_wandb_credentials() -> bool:
@@ -51,7 +52,7 @@ class RunLog:
             if interactive
             else None
         )
-        self.started = time.perf_counter()
+        self.start_step = start_step
         if self.main:
             self._forget_after(start_step)
 
@@ -69,18 +70,43 @@ class RunLog:
             warnings.warn(f"{self.cfg.log.tracker} {what} failed ({error}); training goes on without it", stacklevel=3)
         self.trackers_on = False
 
-    def start(self) -> None:
-        """Start the tracker with the resolved config; a resumed run continues the same W&B run."""
-        if not self.trackers_on:
-            return
-        log = self.cfg.log
+    def start(self, changes: dict[str, tuple]) -> None:
+        """Record this start of the run (run_history.jsonl: the machine, and the config `changes` a resume
+        made), then start the tracker with the resolved config; a resumed run continues the same W&B run."""
+        machine = hardware.describe(self.accelerator.device)
+        if self.main:
+            self._record_start(machine, changes)
+        if self.trackers_on:
+            self._start_tracker(machine, changes)
+
+    def _record_start(self, machine: dict[str, Any], changes: dict[str, tuple]) -> None:
+        acc = self.accelerator
+        entry = {
+            "step": self.start_step,
+            "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
+            "processes": acc.num_processes,
+            "device": acc.device.type,
+            **machine,
+            "versions": _versions(),
+            "changes": {key: list(pair) for key, pair in sorted(changes.items())},
+        }
+        with (self.run_dir / HISTORY_FILE).open("a") as f:
+            f.write(json.dumps(entry) + "\n")
+
+    def _start_tracker(self, machine: dict[str, Any], changes: dict[str, tuple]) -> None:
+        acc, log = self.accelerator, self.cfg.log
         config = {
             **to_flat_dict(self.cfg),
-            "world_size": self.accelerator.num_processes,
+            "world_size": acc.num_processes,
             "precision": self.cfg.train.mixed_precision,
-            "device": self.accelerator.device.type,
-            "versions": f"dcgan {__version__}, torch {torch.__version__}, accelerate {accelerate.__version__}",
+            "device": acc.device.type,
+            "cpu": machine["cpu"],
+            "cpu_flags": " ".join(machine["cpu_flags"]),
+            **({"gpu": machine["gpu"]} if "gpu" in machine else {}),
+            "versions": _versions(),
         }
+        if changes:  # kept beside those of earlier resumes: W&B merges a resumed run's config
+            config[f"changed_at_step_{self.start_step}"] = "; ".join(change_lines(changes))
         init_kwargs: dict[str, Any] = {}
         if log.tracker == "wandb":
             if "WANDB_MODE" not in os.environ and not _has_wandb_credentials():
@@ -94,7 +120,7 @@ class RunLog:
                 "tags": list(log.tags) or None,
             }
         try:
-            self.accelerator.init_trackers(log.project, config, init_kwargs=init_kwargs)
+            acc.init_trackers(log.project, config, init_kwargs=init_kwargs)
         except Exception as e:  # noqa: BLE001 - any tracker failure must leave training running
             self._tracker_failed("start", e)
             return
@@ -193,6 +219,10 @@ class RunLog:
             import wandb
 
             wandb.teardown()  # end_training leaves W&B's background service running
+
+
+def _versions() -> str:
+    return f"dcgan {__version__}, torch {torch.__version__}, accelerate {accelerate.__version__}"
 
 
 def _duration(seconds: float) -> str:

@@ -16,19 +16,20 @@ import yaml
 from torch.nn import functional as F
 
 from dcgan import checkpoint
-from dcgan.config import Config, to_dict
+from dcgan.config import Config, change_lines, to_dict
 from dcgan.data import ShardedBatches, ensure_dataset, load_images, to_model_range
 from dcgan.distributed import bare_model, configure_backends, hot_optimizer, make_accelerator, memory_format, on_main
 from dcgan.ema import GeneratorAverage
 from dcgan.errors import Stopped, UserError
 from dcgan.evaluation import Evaluator
-from dcgan.faults import EXIT_NONFINITE, EXIT_PREEMPTED, NonFiniteWatch, StopSignals
+from dcgan.faults import EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_USER_ERROR, NonFiniteWatch, StopSignals
 from dcgan.models import build_models
 from dcgan.pictures import make_gif, plot_losses
 from dcgan.rng import derive_seed
+from dcgan.runlock import RunLock
 from dcgan.sampling import GENERATOR_FILE, export_generator, render, save_grid
-from dcgan.state import TrainState
-from dcgan.tracking import Meter, RunLog
+from dcgan.state import TrainState, allowed_changes
+from dcgan.tracking import HISTORY_FILE, Meter, RunLog
 
 METRICS = ("loss_D", "loss_G", "D_x", "D_G_z")
 FIXED_SAMPLES = 64
@@ -39,8 +40,16 @@ class Trainer:
         self.cfg = cfg
         self.accelerator = acc = make_accelerator(cfg)
         self.run_dir = Path(cfg.output_dir)
-        resume_from = on_main(acc, self._prepare_run)
+        self.lock: RunLock | None = None  # the main process's hold on the run folder
+        try:
+            self.resumed_from, self.changes = on_main(acc, self._prepare_run)
+            self._build()
+        except BaseException:
+            self.release()
+            raise
 
+    def _build(self) -> None:
+        cfg, acc = self.cfg, self.accelerator
         self.images = load_images(cfg.data).to(acc.device)
         self.batches = ShardedBatches(
             len(self.images), cfg.train.batch_size, acc.num_processes, acc.process_index, cfg.seed
@@ -81,15 +90,14 @@ class Trainer:
         self.state = TrainState(cfg, acc, (self.G, self.D), (self.opt_g, self.opt_d), self.noise, layout, self.average)
         self.progress = self.state.progress  # the same object: the loop advances what checkpoints save
         self.evaluator = Evaluator(cfg, acc, self.run_dir)
-        if resume_from is not None:
-            self.state.load(Path(resume_from), self.batches.steps_per_epoch)
-        if acc.is_main_process:  # only once the run is accepted: a refused resume leaves the folder as it was
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        if self.resumed_from is not None:
+            self.state.load(Path(self.resumed_from), self.batches.steps_per_epoch)
 
     # -- setup -------------------------------------------------------------------------------------
 
-    def _prepare_run(self) -> str | None:
-        """Main process: a writable run folder, the dataset, and which checkpoint to resume from."""
+    def _prepare_run(self) -> tuple[str | None, dict[str, tuple]]:
+        """Main process: own a writable run folder, then the dataset, the checkpoint to resume from and
+        the config changes that resume makes (refused if any defines the run)."""
         cfg = self.cfg
         try:
             self.run_dir.mkdir(parents=True, exist_ok=True)
@@ -98,9 +106,16 @@ class Trainer:
             probe.unlink()
         except OSError as e:
             raise UserError(f"output_dir {self.run_dir} is not writable ({e.strerror})") from None
+        self.lock = RunLock(self.run_dir, cfg.fault.lock_stale_s)
+        self.lock.acquire(cfg.fault.lock_wait_s)
         ensure_dataset(cfg.data)
         found = checkpoint.resolve_resume(self.run_dir / "checkpoints", cfg.resume)
-        return str(found) if found else None
+        return (str(found), allowed_changes(found, cfg)) if found else (None, {})
+
+    def release(self) -> None:
+        """Give the run folder up (main process; other ranks hold nothing)."""
+        if self.lock is not None:
+            self.lock.release()
 
     # -- one iteration -----------------------------------------------------------------------------
 
@@ -167,15 +182,33 @@ class Trainer:
         return min(total, self.cfg.train.max_steps) if self.cfg.train.max_steps else total
 
     def fit(self) -> None:
+        """Train to the configured length (a finished run is left as it is); the run folder is released
+        whatever happens."""
+        try:
+            if self.progress.step >= self.total_steps():
+                self._already_finished()
+            else:
+                self._train()
+        finally:
+            self.release()
+
+    def _train(self) -> None:
         cfg, acc, p = self.cfg, self.accelerator, self.progress
         total, per_epoch = self.total_steps(), self.batches.steps_per_epoch
+        if acc.is_main_process:  # only once the run is accepted: a refused resume leaves the folder as it was
+            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
         self.log = RunLog(acc, cfg, self.run_dir, total, p.step)
+        if self.resumed_from is not None:
+            self.log.print(f"resumed from {self.resumed_from} at step {p.step}")
+        if self.changes:
+            changed = "; ".join(change_lines(self.changes))
+            self.log.print(f"changed since the checkpoint (recorded in {HISTORY_FILE}): {changed}")
         self.log.print(
             f"training {total} steps ({per_epoch} per epoch) on {acc.num_processes} process(es), "
             f"{acc.device.type}, precision {cfg.train.mixed_precision}, global batch "
             f"{cfg.train.batch_size * acc.num_processes}; run folder {self.run_dir}"
         )
-        self.log.start()
+        self.log.start(self.changes)
         self.meter = Meter(len(METRICS), acc.device)  # times from here, not from construction
         self.signals.install()
         try:
@@ -183,6 +216,19 @@ class Trainer:
         finally:
             self.signals.uninstall()
         self._finish()
+
+    def _already_finished(self) -> None:
+        """Main process: say that there is nothing to train, and change nothing but a missing generator file."""
+        if not self.accelerator.is_main_process:
+            return
+        line = (
+            f"{self.run_dir} is finished at step {self.progress.step} (this config trains {self.total_steps()} "
+            "steps): nothing to do; raise train.epochs or train.max_steps to train further"
+        )
+        if not (self.run_dir / GENERATOR_FILE).is_file():
+            self._export()
+            line += f"; wrote its missing {GENERATOR_FILE}"
+        print(line, flush=True)
 
     def advance(self, measure: bool = False) -> torch.Tensor:
         """The hot path of one iteration: next batch of this rank's shard, train step, progress.
@@ -233,10 +279,20 @@ class Trainer:
     def _check_stop(self) -> None:
         """Every rank learns whether any rank got a stop signal or diverged (one small gather)."""
         acc, p = self.accelerator, self.progress
+        lost = self.lock is not None and self.lock.lost is not None
         local = torch.stack([
-            torch.tensor(self.signals.received or 0, device=acc.device), self.nonfinite.streak, self.nonfinite.since
+            torch.tensor(self.signals.received or 0, device=acc.device), self.nonfinite.streak, self.nonfinite.since,
+            torch.tensor(int(lost), device=acc.device),
         ])  # fmt: skip
-        signals, streaks, since = acc.gather(local[None]).T.tolist()
+        signals, streaks, since, losses = acc.gather(local[None]).T.tolist()
+        if any(losses):
+            owner = f": {self.lock.lost}" if lost else ""
+            self.log.close()
+            raise Stopped(
+                f"another trainer took the run folder {self.run_dir} over{owner}; stopped at step {p.step} "
+                "without saving, so as not to overwrite its work",
+                EXIT_USER_ERROR,
+            )
         worst = max(streaks)
         if worst >= self.cfg.fault.max_nonfinite_steps:
             newest = checkpoint.latest_valid(self.run_dir / "checkpoints")
@@ -301,11 +357,14 @@ class Trainer:
             return None
         return self.state.save()
 
+    def _export(self) -> None:
+        weights = "ema" if self.average is not None else "last"
+        export_generator(self.run_dir / GENERATOR_FILE, self.sampler(), self.cfg, self.progress.step, weights)
+
     def _finish(self) -> None:
         acc = self.accelerator
         if acc.is_main_process:
-            weights = "ema" if self.average is not None else "last"
-            export_generator(self.run_dir / GENERATOR_FILE, self.sampler(), self.cfg, self.progress.step, weights)
+            self._export()
             self._sample_fixed()
             self._plot()
             make_gif(self.run_dir / "samples", self.run_dir / "progress.gif")

@@ -1,5 +1,7 @@
 """The moving average of G: its arithmetic, and that it changes what is sampled, never how G trains."""
 
+import json
+
 import torch
 from safetensors import safe_open
 
@@ -60,7 +62,18 @@ def test_averaging_changes_the_samples_not_the_training(tmp_path, data_root):
     assert _weights_kind(plain / "generator.safetensors") == "last"
     # `dcgan sample|eval` on a checkpoint folder read the average, as the run's own samples did.
     assert resolve_generator_file(last) == last / checkpoint.AVERAGE_FILE
-    # Turning averaging on when resuming a run that had it off starts the average there, and says so.
+    # The decay is part of the recipe: a resume may not turn averaging on...
+    proc = run_train(plain, "train.ema_decay=0.99", "train.max_steps=16", check=False)
+    assert proc.returncode == 2 and "  train.ema_decay: 0.0 -> 0.99" in proc.stderr
+    # ...unless the checkpoint predates stored configs (and the average): it then starts there, and says so.
+    _as_written_before_configs_were_stored(plain / "checkpoints" / "step_0000012")
     proc = run_train(plain, "train.ema_decay=0.99", "train.max_steps=16")
     assert "holds no moving average of G; it starts from the loaded weights" in proc.stdout
     assert (plain / "checkpoints" / "step_0000016" / checkpoint.AVERAGE_FILE).is_file()
+
+
+def _as_written_before_configs_were_stored(path):
+    (path / checkpoint.CONFIG_FILE).unlink()
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["files"][checkpoint.CONFIG_FILE]
+    (path / "manifest.json").write_text(json.dumps(manifest))

@@ -4,6 +4,7 @@ The cluster (tests/slurm_cluster.py) is started once for the module and stopped 
 is that none of its processes is left. Where SLURM cannot run (not root, no apt-get), these tests skip.
 """
 
+import json
 import os
 import re
 import signal
@@ -189,3 +190,33 @@ def test_a_two_node_job_is_preempted_requeues_itself_and_finishes_with_nothing_l
     assert wandb_reader.run_id(first) == wandb_reader.run_id(second) == run_id
     steps = [[r["_step"] for r in wandb_reader.history(f) if "loss_D" in r] for f in (first, second)]
     assert steps[0] + steps[1] == list(range(4, 65, 4)) and steps[0][-1] == step
+
+
+def test_a_requeued_job_starts_once_the_old_one_has_ended(slurm, tmp_path, data_root):
+    """`scontrol requeue` of a running job: SLURM ends it (SIGTERM: the trainer saves and lets go of the run
+    folder) and only then starts it again, which resumes from that checkpoint; no part of it is refused."""
+    run = tmp_path / "run"
+    job = slurm.client(
+        "sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out", SCRIPT, "--config", str(SMOKE),
+        f"output_dir={run}", f"data.root={data_root}", "train.epochs=4", "log.every_steps=4",
+        "fault.check_every=4", "checkpoint.every_steps=0", env=_job_env(), cwd=REPO,
+    ).strip()  # fmt: skip
+    deadline = time.monotonic() + 240
+    while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").read_text():
+        assert slurm.job(job)["JobState"] in ("PENDING", "RUNNING"), slurm.job(job)
+        assert time.monotonic() < deadline, "the job did not start training"
+        time.sleep(0.2)
+    slurm.client("scontrol", "requeue", job)
+    info = slurm.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=300)
+    log = (run / "slurm" / f"job-{job}.log").read_text()
+    assert (info["JobState"], info["Restarts"]) == ("COMPLETED", "1"), log[-5000:]
+    stopped = re.search(r"dcgan: stopped: SIGTERM received: checkpoint (\S+) saved at step (\d+)", log)
+    assert stopped, log[-5000:]
+    second = log.index("restart 1:")  # the requeued part starts after the first one's last words
+    assert stopped.start() < second and f"resumed from {stopped[1]} at step {stopped[2]}" in log[second:]
+    assert "is in use by another trainer" not in log and "took over" not in log
+    assert [m["step"] for m in read_metrics(run)] == list(range(4, 129, 4))  # 1 process: 32 steps per epoch
+    starts = [json.loads(line) for line in (run / "run_history.jsonl").read_text().splitlines()]
+    assert [s["step"] for s in starts] == [0, int(stopped[2])]
+    assert starts[1]["changes"]["fault.lock_wait_s"] == [0, 300]  # what train.sbatch adds to requeued jobs
+    assert not (run / "run.lock").exists()
