@@ -150,6 +150,15 @@ def _catches(pid: int, sig: signal.Signals) -> bool:
     return bool(int(caught.split()[1], 16) >> (sig - 1) & 1)
 
 
+def _wait_for_training(slurm: LocalSlurm, job: str, run: Path) -> None:
+    """Until the job's run has logged its first metrics line."""
+    deadline = time.monotonic() + 240
+    while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").read_text():
+        assert slurm.job(job)["JobState"] in ("PENDING", "RUNNING"), slurm.job(job)
+        assert time.monotonic() < deadline, "the job did not start training"
+        time.sleep(0.2)
+
+
 def test_a_two_node_job_is_preempted_requeues_itself_and_finishes_with_nothing_lost(slurm, tmp_path, data_root):
     run = tmp_path / "run"
     job = slurm.client(
@@ -158,12 +167,8 @@ def test_a_two_node_job_is_preempted_requeues_itself_and_finishes_with_nothing_l
         "log.every_steps=4", "fault.check_every=4", "checkpoint.every_steps=0", "log.tracker=wandb",
         env=_job_env(), cwd=REPO,
     ).strip()  # fmt: skip
+    _wait_for_training(slurm, job, run)
     # Preempt it as a time limit would (the script gets SIGUSR1), once it is training.
-    deadline = time.monotonic() + 240
-    while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").read_text():
-        assert slurm.job(job)["JobState"] in ("PENDING", "RUNNING"), slurm.job(job)
-        assert time.monotonic() < deadline, "the job did not start training"
-        time.sleep(0.2)
     slurm.client("scancel", "--batch", "--signal=USR1", job)
     info = slurm.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=300)
     log = (run / "slurm" / f"job-{job}.log").read_text()
@@ -201,11 +206,7 @@ def test_a_requeued_job_starts_once_the_old_one_has_ended(slurm, tmp_path, data_
         f"output_dir={run}", f"data.root={data_root}", "train.epochs=4", "log.every_steps=4",
         "fault.check_every=4", "checkpoint.every_steps=0", env=_job_env(), cwd=REPO,
     ).strip()  # fmt: skip
-    deadline = time.monotonic() + 240
-    while not (run / "metrics.jsonl").is_file() or not (run / "metrics.jsonl").read_text():
-        assert slurm.job(job)["JobState"] in ("PENDING", "RUNNING"), slurm.job(job)
-        assert time.monotonic() < deadline, "the job did not start training"
-        time.sleep(0.2)
+    _wait_for_training(slurm, job, run)
     slurm.client("scontrol", "requeue", job)
     info = slurm.wait_job(job, ("COMPLETED", "FAILED", "CANCELLED", "TIMEOUT"), timeout=300)
     log = (run / "slurm" / f"job-{job}.log").read_text()
