@@ -14,11 +14,18 @@ from pathlib import Path
 from dcgan.errors import EXIT_USER_ERROR, Stopped, UserError
 
 
-def _parser() -> argparse.ArgumentParser:
+def _parser(with_reference: bool = False) -> argparse.ArgumentParser:
+    """The CLI; `with_reference` ends `train --help` with every config key (built only when asked: it parses
+    dcgan/config.py, and every training process goes through here)."""
     parser = argparse.ArgumentParser(prog="dcgan", description="Train and sample the DCGAN on MNIST.")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    train = sub.add_parser("train", help="train (also under `accelerate launch`)")
+    train = sub.add_parser(
+        "train",
+        help="train (also under `accelerate launch`)",
+        epilog=_config_reference() if with_reference else None,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
     train.add_argument("--config", help="YAML recipe, e.g. configs/mnist.yaml (default: built-in defaults)")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=5")
 
@@ -52,11 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     gif.add_argument("run_dir", type=Path)
     gif.add_argument("--out", type=Path, help="default: RUN_DIR/progress.gif")
 
-    config = sub.add_parser("config", help="print the resolved config (YAML), or one value with --get")
+    config = sub.add_parser(
+        "config", help="print the resolved config (YAML), one value with --get, or every key with --describe"
+    )
     config.add_argument("--config", help="YAML recipe (default: built-in defaults)")
     config.add_argument("--get", metavar="KEY", help="print only this dotted key, e.g. output_dir")
+    config.add_argument("--describe", action="store_true", help="every key: type, default, resume policy, meaning")
+    config.add_argument("--markdown", action="store_true", help="with --describe: as docs/config.md")
     config.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, as for train")
     return parser
+
+
+def _config_reference() -> str:
+    from dcgan.configdoc import as_text
+
+    return as_text()
 
 
 def _train(args: argparse.Namespace) -> None:
@@ -122,6 +139,11 @@ def _gif(args: argparse.Namespace) -> None:
 def _config(args: argparse.Namespace) -> None:
     import yaml
 
+    if args.describe:
+        from dcgan.configdoc import as_markdown, as_text
+
+        print(as_markdown() if args.markdown else as_text(), end="")
+        return
     from dcgan.config import load_config, to_dict
 
     value = to_dict(load_config(args.config, args.overrides))
@@ -144,7 +166,8 @@ _COMMANDS = {
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = _parser().parse_args(argv)
+    argv = sys.argv[1:] if argv is None else argv
+    args = _parser(with_reference=bool({"-h", "--help"} & set(argv))).parse_args(argv)
     code = _run(args)
     if os.environ.get("DCGAN_EXIT_CODE_FILE") and _is_main():
         try:

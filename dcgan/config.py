@@ -30,6 +30,8 @@ def may_change(default: Any = dataclasses.MISSING, *, default_factory: Any = dat
 
 @dataclass
 class DataConfig:
+    """The training images: which dataset, where it lives, how it is fed to the networks."""
+
     name: Literal["mnist"] = "mnist"
     """Dataset; only MNIST for now."""
     root: str = may_change("data")
@@ -38,7 +40,8 @@ class DataConfig:
     download: bool = may_change(True)
     """Download into `root` when the files are missing (main process only)."""
     pixel_range: Literal["signed", "unit"] = "signed"
-    """`signed` feeds [-1, 1] (matches the Tanh generator); `unit` feeds [0, 1], the tutorial's bug."""
+    """`signed` feeds [-1, 1]; `unit` feeds [0, 1], as the tutorial did: with this generator, which has
+    no biases, [0, 1] trained better (README, Results)."""
     limit: int = 0
     """Use only the first `limit` training images (0 = all); for smoke tests and debugging."""
 
@@ -48,6 +51,8 @@ class DataConfig:
 
 @dataclass
 class ModelConfig:
+    """The generator and discriminator."""
+
     name: Literal["dcgan", "mlp"] = "dcgan"
     """Architecture (dcgan/models.py): the tutorial's DCGAN, or its fully connected GAN (`mlp`, Sigmoid output)."""
     z_dim: int = 100
@@ -59,9 +64,14 @@ class ModelConfig:
 
 @dataclass
 class OptimConfig:
+    """Adam for each network; a resume takes these values, not the checkpoint's."""
+
     lr_g: float = 2e-4
+    """G's learning rate."""
     lr_d: float = 2e-4
+    """D's learning rate."""
     betas: tuple[float, float] = (0.5, 0.999)
+    """Adam's betas, both networks (the DCGAN paper's 0.5 for the first)."""
     clip_g: float = 0.0
     """Clip G's gradient norm to this inside G's own step (0 = off)."""
     clip_d: float = 0.0
@@ -77,7 +87,10 @@ class OptimConfig:
 
 @dataclass
 class TrainConfig:
+    """How long, how big, in what precision and order the GAN trains."""
+
     epochs: int = may_change(20)
+    """Passes over the training images (each rank sees its shard; the remainder of each pass is dropped)."""
     max_steps: int | None = may_change(None)
     """Stop after this many optimisation steps (one D step plus one G step each), if set."""
     batch_size: int = 32
@@ -125,7 +138,10 @@ class TrainConfig:
 
 @dataclass
 class LogConfig:
+    """What a run reports, how often, and to which tracker."""
+
     tracker: Literal["wandb", "tensorboard", "none"] = "none"
+    """Where metrics and sample grids go besides metrics.jsonl and samples/, through Accelerate's trackers."""
     every_steps: int = 100
     """Print (and send to the tracker) rank-averaged metrics this often; the only host syncs."""
     sample_every: int = 1000
@@ -146,6 +162,8 @@ class LogConfig:
 
 @dataclass
 class CheckpointConfig:
+    """Full training state on disk, for exact resume."""
+
     every_steps: int = 500
     """Save full training state this often (and at each epoch end and at the end); 0 = epoch ends only."""
     keep_last: int = 3
@@ -158,6 +176,8 @@ class CheckpointConfig:
 
 @dataclass
 class FaultConfig:
+    """Stopping safely: signals, diverged losses, dead peers, and who holds the run folder."""
+
     check_every: int = 10
     """Ranks agree on stopping (a signal, non-finite losses) every this many steps: one tiny all-reduce."""
     max_nonfinite_steps: int = 20
@@ -182,6 +202,8 @@ class FaultConfig:
 
 @dataclass
 class EvalConfig:
+    """Sample-quality metrics during training."""
+
     every_epochs: int = 1
     """Score G (fid_mnist, KID, IS, coverage, precision/recall) every this many epochs and after the last; 0 = off."""
     num_samples: int = 10_000
@@ -194,6 +216,8 @@ class EvalConfig:
 
 @dataclass
 class Config:
+    """The run."""
+
     seed: int = 0
     """Seeds the initial weights, the data order and every noise stream."""
     output_dir: str = may_change("runs/mnist")
@@ -256,16 +280,16 @@ def resume_changes(saved: dict[str, Any], cfg: Config) -> tuple[dict[str, tuple]
     for key, value in now.items():
         before = old.get(key, defaults[key])
         if before != value:
-            (free if _may_change(key) else fixed)[key] = (before, value)
+            (free if may_change_key(key) else fixed)[key] = (before, value)
     return fixed, free
 
 
 def change_lines(changes: dict[str, tuple]) -> list[str]:
     """`key: old -> new` for each change, sorted by key, values as YAML writes them."""
-    return [f"{key}: {_yaml_scalar(old)} -> {_yaml_scalar(new)}" for key, (old, new) in sorted(changes.items())]
+    return [f"{key}: {yaml_scalar(old)} -> {yaml_scalar(new)}" for key, (old, new) in sorted(changes.items())]
 
 
-def _yaml_scalar(value: Any) -> str:
+def yaml_scalar(value: Any) -> str:
     return yaml.safe_dump(value, default_flow_style=True).removesuffix("\n...\n").strip()
 
 
@@ -284,7 +308,7 @@ def to_flat_values(cfg: Any) -> dict[str, Any]:
     return flat
 
 
-def _may_change(key: str) -> bool:
+def may_change_key(key: str) -> bool:
     """Whether `may_change` marks this dotted key or a section above it."""
     cls: Any = Config
     for part in key.split("."):

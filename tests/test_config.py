@@ -1,10 +1,16 @@
+import dataclasses
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 import yaml
 
-from dcgan.config import Config, load_config, to_dict
+from dcgan.config import Config, load_config, to_dict, to_flat_values
+from dcgan.configdoc import as_markdown, reference
 from dcgan.errors import UserError
+
+SECTIONS = ("data", "model", "optim", "train", "log", "checkpoint", "fault", "eval")
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -97,3 +103,29 @@ def test_yaml_top_level_must_be_mapping(tmp_path):
     path.write_text("- 1\n- 2\n")
     with pytest.raises(UserError, match="must hold a mapping"):
         load_config(path)
+
+
+def test_every_key_and_section_is_documented_and_docs_config_md_is_current():
+    sections = reference()
+    assert [s.name for s in sections] == ["", *(f.name for f in dataclasses.fields(Config) if f.name in SECTIONS)]
+    for section in sections:
+        assert section.doc, f"section {section.name or 'top level'} has no docstring"
+        for key in section.keys:
+            assert key.doc, f"config key {key.key} has no docstring in dcgan/config.py"
+    assert sum(len(s.keys) for s in sections) == len(to_flat_values(Config()))
+    assert (CONFIGS.parent / "docs" / "config.md").read_text() == as_markdown(), (
+        "docs/config.md is stale: dcgan config --describe --markdown > docs/config.md"
+    )
+
+
+def test_describe_prints_every_key_with_its_type_default_and_policy():
+    proc = subprocess.run(
+        [sys.executable, "-c", "import sys; from dcgan.cli import main; main(['config', '--describe']); "
+         "assert 'torch' not in sys.modules"],
+        capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr
+    assert "  train.batch_size (int) = 32 [run]\n      Per process: the global batch" in proc.stdout
+    assert "  optim.betas ([float, float]) = [0.5, 0.999]\n" in proc.stdout
+    assert "  train.max_steps (int or null) = null\n" in proc.stdout
+    assert all(f"  {key} (" in proc.stdout for key in to_flat_values(Config()))

@@ -13,7 +13,7 @@ import yaml
 import wandb_reader
 from conftest import REPO, _env, assert_same_tensors, read_metrics, run_train, train_command
 from dcgan import checkpoint, hardware
-from dcgan.config import Config, _may_change, load_config, resume_changes, to_dict, to_flat_values
+from dcgan.config import Config, load_config, may_change_key, resume_changes, to_dict, to_flat_values
 from dcgan.distributed import check_device_settings
 from dcgan.errors import UserError
 from dcgan.runlock import LOCK_FILE
@@ -30,8 +30,8 @@ RUN_DEFINING = {
 
 def test_every_key_has_a_resume_policy_declared_on_its_field():
     keys = to_flat_values(Config())
-    assert {key for key in keys if not _may_change(key)} == RUN_DEFINING
-    assert _may_change("optim.lr_g") and _may_change("train.max_steps") and _may_change("data.root")
+    assert {key for key in keys if not may_change_key(key)} == RUN_DEFINING
+    assert may_change_key("optim.lr_g") and may_change_key("train.max_steps") and may_change_key("data.root")
 
 
 def test_resume_changes_split_by_policy_and_tolerate_older_checkpoints():
