@@ -41,7 +41,8 @@ train() {  # name timeout overrides...
     local name=$1 limit=$2; shift 2
     local t0 rc
     t0=$(date +%s%N)
-    timeout "$limit" $PY train.py "$@" output_dir="$RUNS/$name" data.root="$DATA" resume=never "${TRAIN_EXTRA[@]}" \
+    timeout "$limit" $PY train.py "$@" output_dir="$RUNS/$name" data.root="$DATA" resume=never log.tracker=none \
+        "${TRAIN_EXTRA[@]}" \
         > "$RUNS/$name.log" 2>&1
     rc=$?
     echo "{\"name\": \"$name\", \"rc\": $rc, \"wall_ms\": $(( ($(date +%s%N) - t0) / 1000000 ))}" > "$RUNS/$name.time.json"

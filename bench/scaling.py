@@ -27,7 +27,7 @@ def command(procs: int, batch: int, steps: int, run_dir: str, data_root: str) ->
     overrides = [
         f"output_dir={run_dir}", f"data.root={data_root}", f"train.batch_size={batch // procs}",
         f"train.max_steps={steps}", "train.cpu=true", "log.every_steps=25", "log.sample_every=0",
-        "checkpoint.every_steps=0", "resume=never",
+        "checkpoint.every_steps=0", "resume=never", "log.tracker=none",
     ]  # fmt: skip
     script = [str(REPO / "train.py"), *overrides]
     if procs == 1:

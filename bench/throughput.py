@@ -80,6 +80,7 @@ def framework_trainer(args: argparse.Namespace, run_dir: str) -> Trainer:
         f"train.compile={str(args.compile).lower()}",
         "train.allow_emulated_bf16=true",  # measuring it is the point; hardware_record says whether it is
         "resume=never",
+        "log.tracker=none",
         # The reference loop's order and targets (D first, real label 1.0): same cost as the default
         # recipe's, and the same math for --check.
         "train.g_first=false",

@@ -140,8 +140,10 @@ class TrainConfig:
 class LogConfig:
     """What a run reports, how often, and to which tracker."""
 
-    tracker: Literal["wandb", "tensorboard", "none"] = "none"
-    """Where metrics and sample grids go besides metrics.jsonl and samples/, through Accelerate's trackers."""
+    tracker: Literal["wandb", "tensorboard", "none"] = "wandb"
+    """Where metrics and sample grids go besides metrics.jsonl and samples/, through Accelerate's trackers.
+    W&B without credentials (no WANDB_API_KEY, no `wandb login`) logs offline into the run folder and
+    says how to upload it later."""
     every_steps: int = 100
     """Print (and send to the tracker) rank-averaged metrics this often; the only host syncs."""
     sample_every: int = 1000
@@ -151,7 +153,9 @@ class LogConfig:
     entity: str = ""
     """W&B entity (team or user); empty uses your default."""
     run_name: str = ""
-    """Tracker run name; empty lets the tracker choose."""
+    """Tracker run name; empty names the run after its folder (output_dir's last part)."""
+    group: str = ""
+    """W&B group; empty groups the tasks of a SLURM array job (`array-<job id>`), and no group otherwise."""
     tags: tuple[str, ...] = ()
     """W&B tags."""
 

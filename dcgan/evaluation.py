@@ -117,6 +117,7 @@ class Evaluator:
         self.cfg, self.accelerator, self.run_dir = cfg, accelerator, run_dir
         self.classifier: MNISTClassifier | None = None
         self.reference: Reference | None = None
+        self.last: dict[str, float] = {}  # the newest evaluation's logged values (main process)
         if cfg.eval.every_epochs:  # a missing or damaged network stops the run now, not after an epoch
             classifier, meta = load_classifier()
             self.classifier, self.classifier_sha256 = classifier.to(accelerator.device), meta["sha256"]
@@ -146,6 +147,7 @@ class Evaluator:
         values = score(features, probs, self.reference, seed)
         seconds = time.perf_counter() - started
         logged = {f"eval/{k}": values[k] for k in LOGGED} | {"eval/seconds": seconds, "epoch": epoch}
+        self.last = {**logged, "step": step}
         best = self._keep_best(values, step, epoch)
         shown = " ".join(f"{k} {values[k]:.4g}" for k in LOGGED)
         log.record(logged, step, f"eval epoch {epoch} step {step}: {shown} ({seconds:.1f} s){' best' if best else ''}")

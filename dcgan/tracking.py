@@ -24,7 +24,7 @@ from einops import rearrange
 from tqdm import tqdm
 
 from dcgan import __version__, hardware
-from dcgan.config import Config, change_lines, to_flat_dict
+from dcgan.config import Config, change_lines, to_dict, to_flat_dict
 from dcgan.sampling import to_uint8
 
 WANDB_ID_FILE = "wandb_run_id"
@@ -111,16 +111,22 @@ class RunLog:
         if log.tracker == "wandb":
             if "WANDB_MODE" not in os.environ and not _has_wandb_credentials():
                 os.environ["WANDB_MODE"] = "offline"  # the usual case on cluster nodes without internet
+            array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
             init_kwargs["wandb"] = {
                 "dir": str(self.run_dir),
                 "id": self._wandb_run_id(),
                 "resume": "allow",
-                "name": log.run_name or None,
+                "name": log.run_name or self.run_dir.resolve().name,
+                "group": log.group or (f"array-{array_job}" if array_job else None),
                 "entity": log.entity or None,
                 "tags": list(log.tags) or None,
             }
         try:
             acc.init_trackers(log.project, config, init_kwargs=init_kwargs)
+            if log.tracker == "wandb" and self.main:
+                run = acc.get_tracker("wandb", unwrap=True)
+                for name in ("eval/fid_*", "eval/kid"):  # lower is better: tables show the best value
+                    run.define_metric(name, summary="min")
         except Exception as e:  # noqa: BLE001 - any tracker failure must leave training running
             self._tracker_failed("start", e)
             return
@@ -205,6 +211,22 @@ class RunLog:
                 tracker.log_images({"samples": pixels[None]}, step=step, dataformats="NCHW")
         except Exception as e:  # noqa: BLE001
             self._tracker_failed("image logging", e)
+
+    def model_artifact(self, path: Path, step: int, metrics: dict[str, float]) -> None:
+        """Main process: the exported generator as a W&B model artifact (recorded offline too, uploaded with
+        the run), with the resolved config and the last evaluation as its metadata."""
+        if not (self.trackers_on and self.main and self.cfg.log.tracker == "wandb"):
+            return
+        import wandb
+
+        try:
+            run = self.accelerator.get_tracker("wandb", unwrap=True)
+            metadata = {"step": step, "config": to_dict(self.cfg), "metrics": metrics}
+            artifact = wandb.Artifact(f"{run.id}-generator", type="model", metadata=metadata)
+            artifact.add_file(str(path), name=path.name)
+            run.log_artifact(artifact, aliases=["latest", f"step-{step}"])
+        except Exception as e:  # noqa: BLE001
+            self._tracker_failed("model artifact", e)
 
     def close(self) -> None:
         if self.bar is not None:

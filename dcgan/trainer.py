@@ -365,6 +365,7 @@ class Trainer:
         acc = self.accelerator
         if acc.is_main_process:
             self._export()
+            self.log.model_artifact(self.run_dir / GENERATOR_FILE, self.progress.step, self.evaluator.last)
             self._sample_fixed()
             self._plot()
             make_gif(self.run_dir / "samples", self.run_dir / "progress.gif")

@@ -34,11 +34,15 @@ DATA_ROOT = _find_data_root()
 # Reference statistics for fid_mnist & co. are cached here, not in the user's home (subprocesses inherit it).
 os.environ.setdefault("DCGAN_CACHE", str(REPO / ".pytest_cache" / "dcgan"))
 SMOKE = REPO / "configs" / "smoke.yaml"
+WANDB_DATA = REPO / ".pytest_cache" / "wandb"
+# W&B is the default tracker; tests that do not test tracking turn it off (theirs may turn it on again).
+NO_TRACKER = "log.tracker=none"
 
 
 def _env() -> dict[str, str]:
     env = dict(os.environ)
-    env.update(OMP_NUM_THREADS="1", WANDB_MODE="offline", PYTHONUNBUFFERED="1")
+    # W&B offline, and its artifact staging copies under the repo's pytest cache instead of the home folder.
+    env.update(OMP_NUM_THREADS="1", WANDB_MODE="offline", WANDB_DATA_DIR=str(WANDB_DATA), PYTHONUNBUFFERED="1")
     env.pop("ACCELERATE_USE_CPU", None)
     return env
 
@@ -50,7 +54,7 @@ def free_port() -> int:
 
 
 def train_command(run_dir: Path, *overrides: str, nproc: int = 1) -> list[str]:
-    args = ["--config", str(SMOKE), f"output_dir={run_dir}", f"data.root={DATA_ROOT}", *overrides]
+    args = ["--config", str(SMOKE), f"output_dir={run_dir}", f"data.root={DATA_ROOT}", NO_TRACKER, *overrides]
     if nproc == 1:
         return [sys.executable, str(REPO / "train.py"), *args]
     return [

@@ -18,7 +18,7 @@ from dcgan.trainer import Trainer
 
 def main() -> None:
     out, config, overrides = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
-    trainer = Trainer(load_config(config, overrides))
+    trainer = Trainer(load_config(config, ["log.tracker=none", *overrides]))
     acc = trainer.accelerator
     counts = {"G": 0, "D": 0}
 

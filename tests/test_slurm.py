@@ -204,7 +204,7 @@ def test_a_requeued_job_starts_once_the_old_one_has_ended(slurm, tmp_path, data_
     job = slurm.client(
         "sbatch", "--parsable", f"--output={tmp_path}/slurm-%j.out", SCRIPT, "--config", str(SMOKE),
         f"output_dir={run}", f"data.root={data_root}", "train.epochs=4", "log.every_steps=4",
-        "fault.check_every=4", "checkpoint.every_steps=0", env=_job_env(), cwd=REPO,
+        "fault.check_every=4", "checkpoint.every_steps=0", "log.tracker=none", env=_job_env(), cwd=REPO,
     ).strip()  # fmt: skip
     _wait_for_training(slurm, job, run)
     slurm.client("scontrol", "requeue", job)

@@ -1,7 +1,9 @@
 """What a run reports: offline W&B (read back from its record file), TensorBoard, files, console."""
 
+import json
 import subprocess
 import sys
+import time
 
 import pytest
 from PIL import Image, ImageStat
@@ -49,17 +51,48 @@ def test_wandb_offline_records_losses_images_and_config(tmp_path, data_root):
 
 
 def test_wandb_service_is_shut_down(tmp_path, data_root):
+    """wandb-core outlives its parent unless stopped, and names that parent with --pid. Only this run's is
+    looked for (other tests' wandb runs may be going on in the other xdist worker), and it must be seen
+    while the run trains, or the check after it would prove nothing."""
     proc = subprocess.Popen(
-        train_command(tmp_path, "log.tracker=wandb", "train.max_steps=4"),
+        train_command(tmp_path, "log.tracker=wandb", "train.max_steps=32"),
         cwd=REPO, env=_env(), stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
     )  # fmt: skip
+    seen = False
+    while proc.poll() is None:
+        seen = seen or str(proc.pid) in _wandb_core_parents()
+        time.sleep(0.05)
     _, err = proc.communicate(timeout=300)
     assert proc.returncode == 0, err[-3000:]
-    # wandb-core outlives its parent unless stopped, and names that parent with --pid. Only this run's
-    # is looked for: other tests' wandb runs may be going on in the other xdist worker.
-    leftover = subprocess.run(["pgrep", "-af", "wandb/bin/wandb-core"], capture_output=True, text=True).stdout
-    parents = [line.split("--pid", 1)[1].split()[0] for line in leftover.splitlines() if "--pid" in line]
-    assert str(proc.pid) not in parents, leftover
+    assert seen, "no wandb-core was seen for this run while it trained: the check below would prove nothing"
+    assert str(proc.pid) not in _wandb_core_parents()
+
+
+def _wandb_core_parents() -> list[str]:
+    listing = subprocess.run(["pgrep", "-af", "wandb/bin/wandb-core"], capture_output=True, text=True).stdout
+    return [line.split("--pid", 1)[1].split()[0] for line in listing.splitlines() if "--pid" in line]
+
+
+def test_wandb_by_default_names_groups_keeps_the_best_fid_and_the_model(tmp_path, data_root):
+    """The default tracker, with no name or group set, in a SLURM array task, with an evaluation."""
+    run_dir = tmp_path / "lr-sweep-2"
+    command = train_command(run_dir, "log.tracker=wandb", "train.max_steps=32", "eval.every_epochs=1",
+                            "eval.num_samples=200")  # fmt: skip
+    assert command.count("log.tracker=none") == 1  # the tests' own default, overridden here
+    proc = subprocess.run(command, cwd=REPO, env={**_env(), "SLURM_ARRAY_JOB_ID": "77"}, capture_output=True,
+                          text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    (record_file,) = _record_files(run_dir)
+    run = wandb_reader.run_record(record_file)
+    assert (run.display_name, run.run_group) == ("lr-sweep-2", "array-77")
+    minimised = {m.glob_name or m.name for m in wandb_reader.of_type(record_file, "metric") if m.summary.min}
+    assert minimised == {"eval/fid_*", "eval/kid"}
+    (artifact,) = wandb_reader.of_type(record_file, "artifact")
+    assert artifact.type == "model" and set(artifact.aliases) == {"latest", "step-32"}
+    assert [c.path for c in artifact.manifest.contents] == ["generator.safetensors"]
+    metadata = json.loads(artifact.metadata)
+    assert metadata["step"] == 32 and metadata["config"]["train"]["max_steps"] == 32
+    assert metadata["metrics"]["eval/fid_mnist"] == read_metrics(run_dir)[-1]["eval/fid_mnist"]
 
 
 def test_resume_continues_the_same_wandb_run(tmp_path, data_root):

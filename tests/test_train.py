@@ -123,7 +123,7 @@ def test_entry_points(tmp_path, data_root):
         assert proc.returncode == 0 and "usage:" in proc.stdout
     proc = subprocess.run(
         [sys.executable, "-m", "dcgan", "train", "--config", str(REPO / "configs" / "smoke.yaml"),
-         f"output_dir={tmp_path}", f"data.root={data_root}", "train.max_steps=2"],
+         f"output_dir={tmp_path}", f"data.root={data_root}", "train.max_steps=2", "log.tracker=none"],
         cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]

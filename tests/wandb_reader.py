@@ -77,3 +77,8 @@ def run_record(path: Path) -> wandb_internal_pb2.RunRecord:
         if record.WhichOneof("record_type") == "run":
             return record.run
     raise AssertionError(f"no run record in {path}")
+
+
+def of_type(path: Path, kind: str) -> list:
+    """The payloads of every record of one kind (`metric`, `artifact`, `summary`, ...)."""
+    return [getattr(r, kind) for r in records(path) if r.WhichOneof("record_type") == kind]
