@@ -4,7 +4,6 @@ The exit codes are the contract with job scripts (docs/faults.md). They live her
 imported, so that the CLI can answer without importing torch (`dcgan config` in launch/slurm/train.sbatch).
 """
 
-EXIT_OK = 0
 EXIT_USER_ERROR = 2
 EXIT_PREEMPTED = 3  # stopped on SIGTERM/SIGUSR1 after saving a checkpoint: requeue with resume=auto
 EXIT_NONFINITE = 4  # losses stayed NaN/inf: stopped without saving, the last good checkpoint is kept

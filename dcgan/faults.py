@@ -11,7 +11,7 @@ import signal
 
 import torch
 
-from dcgan.errors import EXIT_NONFINITE, EXIT_OK, EXIT_PREEMPTED, EXIT_USER_ERROR  # noqa: F401 - re-exported
+from dcgan.errors import EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_USER_ERROR  # noqa: F401 - re-exported
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
 

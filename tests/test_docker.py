@@ -13,8 +13,12 @@ import re
 import shutil
 import subprocess
 import sys
+import tempfile
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 from conftest import REPO, _env
 
@@ -125,20 +129,32 @@ def test_dockerignore_lets_in_exactly_what_the_dockerfile_copies():
         assert _ignored(private), private
 
 
-def test_the_entrypoint_runs_from_the_wheel_built_out_of_the_docker_context(tmp_path):
-    # The build context, as .dockerignore filters the repository's files.
+@pytest.fixture(scope="module")
+def image():
+    """What the image would hold, rebuilt without Docker: the wheel built from the build context (as
+    .dockerignore filters it) unpacked as site-packages, and the files the final stage copies. In a folder
+    any user may read, so that it can also be run as the image's unprivileged user."""
+    root = Path(tempfile.mkdtemp(prefix="dcgan-image-"))
+    root.chmod(0o755)
+    try:
+        yield _build_image(root)
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+
+
+def _build_image(root: Path) -> SimpleNamespace:
     listed = subprocess.run(["git", "ls-files", "--cached", "--others", "--exclude-standard"], cwd=REPO,
                             capture_output=True, text=True, check=True).stdout.split()  # fmt: skip
-    context = tmp_path / "context"
+    context = root / "context"
     for name in (n for n in listed if not _ignored(n) and (REPO / n).is_file()):
         (context / name).parent.mkdir(parents=True, exist_ok=True)
         shutil.copy2(REPO / name, context / name)
     build = [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q"]
-    subprocess.run([*build, "--wheel-dir", str(tmp_path / "wheels"), str(context)], check=True, capture_output=True)
-    (wheel,) = (tmp_path / "wheels").glob("dcgan-*.whl")
+    subprocess.run([*build, "--wheel-dir", str(root / "wheels"), str(context)], check=True, capture_output=True)
+    (wheel,) = (root / "wheels").glob("dcgan-*.whl")
     packaged = {n for n in listed if n.startswith("dcgan/")}
     assert packaged <= set(zipfile.ZipFile(wheel).namelist()), "files of the package missing from its wheel"
-    site, app = tmp_path / "site", tmp_path / "app"
+    site, app = root / "site", root / "app"
     zipfile.ZipFile(wheel).extractall(site)
     for source, destination in _copy_pairs(_stages()[-1]):  # COPY semantics: into DEST/ if it ends in a slash
         target = app / destination
@@ -148,17 +164,55 @@ def test_the_entrypoint_runs_from_the_wheel_built_out_of_the_docker_context(tmp_
             target = target / Path(source).name if destination.endswith("/") else target
             target.parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(context / source, target)
-    env = {**_env(), "PYTHONPATH": str(site), "HF_HOME": str(tmp_path / "hf"),
+    env = {**_env(), "PYTHONPATH": str(site), "HF_HOME": str(root / "hf"),
            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}"}  # fmt: skip
-    where = subprocess.run([sys.executable, "-c", "import dcgan; print(dcgan.__file__)"], cwd=app, env=env,
-                           capture_output=True, text=True, check=True).stdout  # fmt: skip
-    assert where.startswith(str(site))  # dcgan comes from the wheel, not from this checkout
+    return SimpleNamespace(root=root, site=site, app=app, env=env)
+
+
+def _final(op: str) -> list[str]:
+    """The JSON arguments of one instruction of the final stage (ENTRYPOINT, CMD, VOLUME)."""
+    (args,) = [json.loads(args) for name, args in _stages()[-1] if name == op]
+    return args
+
+
+def test_the_entrypoint_runs_from_the_wheel_built_out_of_the_docker_context(image):
+    where = subprocess.run([sys.executable, "-c", "import dcgan; print(dcgan.__file__)"], cwd=image.app,
+                           env=image.env, capture_output=True, text=True, check=True).stdout  # fmt: skip
+    assert where.startswith(str(image.site))  # dcgan comes from the wheel, not from this checkout
     # The ENTRYPOINT needs a GPU; here it says so in one line. Its CPU alternative (docker/README.md) runs.
-    (entrypoint,) = [json.loads(args) for op, args in _stages()[-1] if op == "ENTRYPOINT"]
     (workdir,) = [args for op, args in _stages()[-1] if op == "WORKDIR"]
-    script = app / Path(entrypoint[0]).relative_to(workdir)
-    proc = subprocess.run([str(script)], cwd=app, env=env, capture_output=True, text=True, timeout=120)
+    script = image.app / Path(_final("ENTRYPOINT")[0]).relative_to(workdir)
+    proc = subprocess.run([str(script)], cwd=image.app, env=image.env, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2 and proc.stderr.count("\n") == 1 and "no GPU visible" in proc.stderr, proc.stderr
-    proc = subprocess.run(["python", "train.py", "--help"], cwd=app, env=env, capture_output=True, text=True)
+    proc = subprocess.run(["python", "train.py", "--help"], cwd=image.app, env=image.env, capture_output=True,
+                          text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "usage: dcgan train [-h] [--config CONFIG] [KEY=VALUE ...]" in proc.stdout
+
+
+def test_the_default_command_writes_only_to_the_volumes_as_the_image_user(image, data_root):
+    """The image's CMD, as uid 1000 (the image's user) where the test runs as root, else as the current
+    user, on an application folder it cannot write: everything lands in the /runs volume and its home."""
+    assert _final("VOLUME") == ["/runs", "/data"]
+    volume = image.root / "runs"
+    home = image.root / "home"
+    for folder in (volume, home):
+        folder.mkdir()
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        for folder in (volume, home):
+            os.chown(folder, 1000, 1000)
+        as_user = ["setpriv", "--reuid=1000", "--regid=1000", "--clear-groups", "--"]
+    for path in image.app.rglob("*"):
+        path.chmod(path.stat().st_mode & ~0o222)
+    before = sorted(str(p) for p in image.app.rglob("*"))
+    # /runs and /data are the mounts; the data volume is mounted read-only, as docker/README.md shows.
+    command = [a.replace("/runs", str(volume)).replace("=/data", f"={data_root}") for a in _final("CMD")]
+    short = ["train.max_steps=2", "train.batch_size=8", "data.limit=64", "eval.every_epochs=0"]
+    env = {k: v for k, v in image.env.items() if k not in ("DCGAN_CACHE", "WANDB_DATA_DIR")} | {"HOME": str(home)}
+    proc = subprocess.run([*as_user, sys.executable, "train.py", *command, *short], cwd=image.app, env=env,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert (volume / "mnist" / "generator.safetensors").is_file()
+    assert list((volume / "mnist" / "wandb").glob("offline-run-*/run-*.wandb"))  # W&B, the default, offline
+    assert sorted(str(p) for p in image.app.rglob("*")) == before
