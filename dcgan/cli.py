@@ -1,4 +1,5 @@
-"""Command line: `dcgan train|sample|eval|gif|config|train-classifier ...`; user mistakes end as one line on stderr.
+"""Command line: `dcgan train|sample|eval|export|push|gif|config|train-classifier ...`; user mistakes end as one
+line on stderr.
 
 A job script cannot learn a worker's exit code from `accelerate launch` or `torchrun` (they exit 1 whenever
 a worker fails), so with DCGAN_EXIT_CODE_FILE set, the main process also writes its exit code to that file.
@@ -30,14 +31,18 @@ def _parser(with_reference: bool = False) -> argparse.ArgumentParser:
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=5")
 
     sample = sub.add_parser("sample", help="write generated digits as a PNG grid or a .npy array")
-    sample.add_argument("source", type=Path, help="a run folder or a generator.safetensors file")
+    sample.add_argument(
+        "source", type=Path, help="a run folder, a generator file, an exported folder, or USER/NAME from the HF cache"
+    )
     sample.add_argument("--n", type=int, default=64, help="number of images (default 64)")
     sample.add_argument("--out", type=Path, required=True, help="FILE.png (grid) or FILE.npy (uint8 N x 28 x 28)")
     sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     sample.add_argument("--truncation", type=float, help="redraw noise values beyond +-T: cleaner, less varied digits")
 
     evaluate = sub.add_parser("eval", help="sample-quality metrics (fid_mnist, KID, IS, coverage, P/R) as JSON")
-    evaluate.add_argument("source", type=Path, nargs="?", help="run folder, checkpoint folder or generator file")
+    evaluate.add_argument(
+        "source", type=Path, nargs="?", help="run, checkpoint or exported folder, generator file, or USER/NAME"
+    )
     evaluate.add_argument("--real", action="store_true", help="score MNIST training images instead (the floor)")
     evaluate.add_argument("--num-samples", type=int, default=10_000, help="images to score (default 10000)")
     evaluate.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
@@ -54,6 +59,15 @@ def _parser(with_reference: bool = False) -> argparse.ArgumentParser:
     clf.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
     clf.add_argument("--threads", type=int, default=1, help="torch threads (rounding depends on it)")
     clf.add_argument("--limit", type=int, default=0, help="train on the first N images only (0 = all)")
+
+    export = sub.add_parser("export", help="write a self-describing model folder (Hugging Face Hub layout)")
+    export.add_argument("source", type=Path, help="a run folder, checkpoint folder or generator file")
+    export.add_argument("out_dir", type=Path, help="folder to write: model.safetensors, config.json, README.md")
+
+    push = sub.add_parser("push", help="export a run and upload it to the Hugging Face Hub")
+    push.add_argument("source", type=Path, help="a run folder, checkpoint folder or generator file")
+    push.add_argument("--repo-id", required=True, help="USER/NAME or ORG/NAME of the model repository")
+    push.add_argument("--private", action="store_true", help="create the repository as private")
 
     gif = sub.add_parser("gif", help="(re)write RUN_DIR/progress.gif from the run's fixed-noise grids")
     gif.add_argument("run_dir", type=Path)
@@ -84,9 +98,22 @@ def _train(args: argparse.Namespace) -> None:
     Trainer(cfg).fit()
 
 
+def _local_source(source: Path | None) -> Path | None:
+    """`source` as given, or the local snapshot of Hub model USER/NAME when no such path exists."""
+    if source is None or source.exists() or len(source.parts) != 2:
+        return source
+    from dcgan.export import cache_hint, from_hub_cache
+
+    snapshot = from_hub_cache(str(source))
+    if snapshot is None:
+        raise UserError(cache_hint(str(source)))
+    return snapshot
+
+
 def _sample(args: argparse.Namespace) -> None:
     from dcgan.sampling import generate, load_generator, write_samples
 
+    args.source = _local_source(args.source)
     if args.n < 1:
         raise UserError("--n must be at least 1")
     if args.truncation is not None and args.truncation <= 0:
@@ -103,6 +130,7 @@ def _eval(args: argparse.Namespace) -> None:
 
     if (args.source is None) == (not args.real):
         raise UserError("pass a run folder or generator file, or --real (not both)")
+    args.source = _local_source(args.source)
     if args.num_samples < 100 or (args.truncation is not None and args.truncation <= 0):
         raise UserError("--num-samples must be >= 100 and --truncation > 0")
     data_root, out = eval_defaults(args.source, args.data_root, args.out)
@@ -126,6 +154,18 @@ def _train_classifier(args: argparse.Namespace) -> None:
         args.data_root, args.out, args.seed, args.epochs, args.batch_size, args.lr, args.threads, args.limit
     )
     print(f"wrote {args.out} (test accuracy {training['test_accuracy']:.2%})")
+
+
+def _export(args: argparse.Namespace) -> None:
+    from dcgan.export import export_model
+
+    print(f"wrote {export_model(args.source, args.out_dir)}: model.safetensors, config.json, README.md, samples.png")
+
+
+def _push(args: argparse.Namespace) -> None:
+    from dcgan.export import push
+
+    print(f"pushed {args.source} to {push(args.source, args.repo_id, args.private)}")
 
 
 def _gif(args: argparse.Namespace) -> None:
@@ -160,6 +200,8 @@ _COMMANDS = {
     "sample": _sample,
     "eval": _eval,
     "gif": _gif,
+    "export": _export,
+    "push": _push,
     "config": _config,
     "train-classifier": _train_classifier,
 }

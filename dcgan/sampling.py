@@ -25,6 +25,7 @@ from dcgan.errors import UserError
 from dcgan.models import build_generator
 
 GENERATOR_FILE = "generator.safetensors"
+EXPORTED_FILE = "model.safetensors"  # in a folder written by `dcgan export` (dcgan/export.py)
 
 
 def generator_metadata(cfg: Config, step: int, weights: str = "last") -> dict[str, str]:
@@ -43,13 +44,16 @@ def export_generator(path: Path, generator: nn.Module, cfg: Config, step: int, w
 
 
 def resolve_generator_file(path: Path) -> Path:
-    """A generator file, or a run folder: its final generator, else its newest valid checkpoint's.
+    """A generator file, an exported model folder, or a run folder: its final generator, else its newest valid
+    checkpoint's.
 
     In a checkpoint folder the moving average of G (what the run sampled and evaluated) wins over
     the training weights.
     """
     if path.is_file():
         return path
+    if (path / EXPORTED_FILE).is_file():
+        return path / EXPORTED_FILE
     if path.is_dir():
         newest = path if (path / GENERATOR_FILE).is_file() else latest_valid(path / "checkpoints")
         if newest is not None:
