@@ -1,7 +1,7 @@
 """A throwaway SLURM cluster on this machine, for tests: munged, slurmctld and one slurmd per node, as root.
 
-Debian's slurm-wlm (22.05) and munge packages; installed with apt-get when missing (as root, on a machine
-that does not run systemd, i.e. a container or CI, where installing starts no services). Everything lives
+Debian's slurm-wlm (22.05) and munge packages, installed by tests/install_slurm.sh (which .ci/run runs first);
+where they are missing the tests skip, saying so. Everything lives
 under one folder: its own munge key and socket, slurm.conf, state, spool, logs and free ports, so it neither
 touches nor needs an existing SLURM. Node 0 is the machine's short hostname; further nodes are extra
 `slurmd -N NAME` daemons on 127.0.0.1 (Debian builds SLURM with multiple-slurmd support), so a two-node job
@@ -11,7 +11,6 @@ really runs one launcher per "node" with SLURM_NODEID 0 and 1.
 from __future__ import annotations
 
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -39,23 +38,10 @@ def _free_port() -> int:
 
 
 def ensure_installed() -> None:
-    """Install the packages with apt-get if they are missing and this is a root, systemd-free machine."""
+    """Unavailable, naming what to run, where a package is missing (tests never install anything themselves)."""
     missing = [name for name, path in PACKAGES.items() if not Path(path).exists()]
-    if not missing:
-        return
-    if os.geteuid() != 0:
-        raise Unavailable("SLURM is not installed and installing it needs root (apt-get install slurm-wlm munge)")
-    if shutil.which("apt-get") is None:
-        raise Unavailable("SLURM is not installed and there is no apt-get to install it")
-    if Path("/run/systemd/system").is_dir():
-        # On a systemd host the packages would start and enable munge/slurm services: leave that to the admin.
-        raise Unavailable("SLURM is not installed; on this systemd host run: apt-get install slurm-wlm munge")
-    env = {**os.environ, "DEBIAN_FRONTEND": "noninteractive"}
-    install = ["apt-get", "install", "-y", "-q", "--no-install-recommends", *missing]
-    for command in (["apt-get", "update", "-q"], install):
-        proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=600)
-        if proc.returncode != 0:
-            raise Unavailable(f"{' '.join(command[:2])} failed: {proc.stderr.strip().splitlines()[-1:]}")
+    if missing:
+        raise Unavailable(f"{', '.join(missing)} not installed: run tests/install_slurm.sh as root (CONTRIBUTING.md)")
 
 
 class LocalSlurm:
