@@ -34,7 +34,7 @@ from dcgan.config import load_config  # noqa: E402
 from dcgan.data import to_model_range  # noqa: E402
 from dcgan.distributed import bare_model  # noqa: E402
 from dcgan.errors import UserError  # noqa: E402
-from dcgan.trainer import METRICS, Trainer  # noqa: E402
+from dcgan.trainer import Trainer  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -255,7 +255,7 @@ def same_math(args: argparse.Namespace, steps: int = 3) -> dict[str, object]:
         reference.D[0].load_state_dict(bare_model(trainer.accelerator, trainer.D).state_dict())
         reference.noise.set_state(trainer.noise.get_state())
         real = to_model_range(trainer.images[: args.batch], trainer.cfg.data.pixel_range)
-        framework = [dict(zip(METRICS, trainer.train_step(real).tolist(), strict=True)) for _ in range(steps)]
+        framework = [{k: v.item() for k, v in trainer.train_step(real).items()} for _ in range(steps)]
         tutorial = [reference.step(real) for _ in range(steps)]
     return {"framework": framework, "reference": tutorial}
 

@@ -115,6 +115,9 @@ class TrainConfig:
     stride assertion in ConvTranspose's backward (H100, torch 2.11) and no gain was measured yet."""
     tf32: bool = may_change(True)
     """Allow TF32 matrix units for float32 convolutions and matmuls on Ampere and later GPUs."""
+    loss: Literal["bce"] = "bce"
+    """D's and G's losses (dcgan/losses.py): `bce`, binary cross-entropy for D and the non-saturating
+    -log D(G(z)) for G, as in the DCGAN paper and the tutorial."""
     g_first: bool = True
     """Step G before D in each iteration, as the tutorial does (false: D first, the usual order);
     G first scored better (README, Results)."""

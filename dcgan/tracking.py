@@ -256,23 +256,28 @@ def _duration(seconds: float) -> str:
 
 
 class Meter:
-    """Sums per-step metrics on the device; the host reads them (and ranks average them) only at flush."""
+    """Sums named per-step values on the device; the host reads them (and ranks average them) only at flush."""
 
-    def __init__(self, width: int, device: torch.device):
-        self.total = torch.zeros(width, device=device)
+    def __init__(self, device: torch.device):
+        self.device = device
+        self.names: tuple[str, ...] = ()
+        self.total: torch.Tensor | None = None
         self.count = 0
         self.started = time.perf_counter()
 
-    def add(self, values: torch.Tensor) -> None:
-        self.total += values
+    def add(self, values: dict[str, torch.Tensor]) -> None:
+        if self.total is None:
+            self.names = tuple(values)
+            self.total = torch.zeros(len(self.names), device=self.device)
+        self.total += torch.stack([values[name].float() for name in self.names])
         self.count += 1
 
-    def flush(self, accelerator, extra: torch.Tensor) -> tuple[list[float], int, float]:
-        """(rank-averaged [step means since the last flush, *extra], steps since then, seconds since then)."""
-        local = torch.cat([self.total / self.count, extra.float()])
+    def flush(self, accelerator, extra: dict[str, torch.Tensor]) -> tuple[dict[str, float], int, float]:
+        """({name: rank-averaged mean since the last flush, and each `extra` value}, steps, seconds since then)."""
+        local = torch.cat([self.total / self.count, torch.stack([v.float() for v in extra.values()])])
         means = accelerator.reduce(local, reduction="mean").tolist()
         now = time.perf_counter()
         steps, seconds = self.count, now - self.started
         self.started, self.count = now, 0
         self.total.zero_()
-        return means, steps, seconds
+        return dict(zip((*self.names, *extra), means, strict=True)), steps, seconds

@@ -13,7 +13,6 @@ from pathlib import Path
 
 import torch
 import yaml
-from torch.nn import functional as F
 
 from dcgan import checkpoint
 from dcgan.config import Config, change_lines, to_dict
@@ -23,6 +22,7 @@ from dcgan.ema import GeneratorAverage
 from dcgan.errors import Stopped, UserError
 from dcgan.evaluation import Evaluator
 from dcgan.faults import EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_USER_ERROR, NonFiniteWatch, StopSignals
+from dcgan.losses import LOSSES, Stats
 from dcgan.models import build_models
 from dcgan.pictures import make_gif, plot_losses
 from dcgan.rng import derive_seed
@@ -31,7 +31,6 @@ from dcgan.sampling import GENERATOR_FILE, export_generator, render, save_grid
 from dcgan.state import TrainState, allowed_changes
 from dcgan.tracking import HISTORY_FILE, Meter, RunLog
 
-METRICS = ("loss_D", "loss_G", "D_x", "D_G_z")
 FIXED_SAMPLES = 64
 
 
@@ -79,7 +78,8 @@ class Trainer:
         self.nonfinite = NonFiniteWatch(acc.device)
         self.signals = StopSignals()
         self._measure = False
-        self.meter = Meter(len(METRICS), acc.device)
+        self.loss = LOSSES[cfg.train.loss]
+        self.meter = Meter(acc.device)
         self._order: torch.Tensor | None = None
         self._order_epoch = -1
         # What fixes the data order and the per-rank streams: a resumed run must match it exactly.
@@ -119,10 +119,9 @@ class Trainer:
 
     # -- one iteration -----------------------------------------------------------------------------
 
-    def train_step(self, real: torch.Tensor, measure: bool = False) -> torch.Tensor:
-        """One D step and one G step on this rank's batch; returns the METRICS as a detached tensor.
-
-        With `measure`, both networks' gradient norms are kept in `self.grad_norms` (D, G).
+    def train_step(self, real: torch.Tensor, measure: bool = False) -> Stats:
+        """One D step and one G step on this rank's batch; returns the losses' named statistics (detached,
+        on the device). With `measure`, both networks' gradient norms are kept in `self.grad_norms` (D, G).
         """
         self._measure = measure
         if self._cuda_graphs:
@@ -130,12 +129,12 @@ class Trainer:
         z = torch.randn(real.shape[0], self.cfg.model.z_dim, device=real.device, generator=self.noise)
         fake = self.G(z)
         if self.cfg.train.g_first:
-            loss_g, d_g_z = self._g_step(fake)
-            loss_d, d_x = self._d_step(real, fake.detach())
+            g_stats = self._g_step(fake)
+            d_stats = self._d_step(real, fake.detach())
         else:
-            loss_d, d_x = self._d_step(real, fake.detach())
-            loss_g, d_g_z = self._g_step(fake)
-        return torch.stack([loss_d, loss_g, d_x, d_g_z]).detach().float()
+            d_stats = self._d_step(real, fake.detach())
+            g_stats = self._g_step(fake)
+        return {**d_stats, **g_stats}
 
     def _before_step(self, index: int, module: torch.nn.Module, optimizer, clip: float) -> None:
         """Inside one network's step, after its backward: optional clipping, and its norm on measured steps."""
@@ -150,30 +149,25 @@ class Trainer:
         if self._measure:
             self.grad_norms[index] = norm
 
-    def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> Stats:
         train = self.cfg.train
         self._hot_opt_d.zero_grad(set_to_none=True)
-        real_logits = self.D(real).float()
-        fake_logits = self.D(fake).float()
-        loss_real = F.binary_cross_entropy_with_logits(real_logits, torch.full_like(real_logits, train.real_label))
-        loss_fake = F.binary_cross_entropy_with_logits(fake_logits, torch.zeros_like(fake_logits))
-        loss = train.d_loss_scale * (loss_real + loss_fake)
+        loss, stats = self.loss.d(self.D(real), self.D(fake), real_label=train.real_label, scale=train.d_loss_scale)
         self.accelerator.backward(loss)
         self._before_step(0, self.D, self.opt_d, self.cfg.optim.clip_d)
         self._hot_opt_d.step()
-        return loss.detach(), torch.sigmoid(real_logits).mean().detach()
+        return stats
 
-    def _g_step(self, fake: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    def _g_step(self, fake: torch.Tensor) -> Stats:
         self._hot_opt_g.zero_grad(set_to_none=True)
         # D's forward and backward under no_sync: D's reducer neither expects nor all-reduces
         # gradients, and `inputs=` keeps autograd from computing D's weight gradients at all.
         with self.accelerator.no_sync(self.D):
-            logits = self.D(fake).float()
-            loss = F.binary_cross_entropy_with_logits(logits, torch.ones_like(logits))
+            loss, stats = self.loss.g(self.D(fake))
             self.accelerator.backward(loss, inputs=list(self.G.parameters()))
         self._before_step(1, self.G, self.opt_g, self.cfg.optim.clip_g)
         self._hot_opt_g.step()
-        return loss.detach(), torch.sigmoid(logits).mean().detach()
+        return stats
 
     # -- the loop ----------------------------------------------------------------------------------
 
@@ -209,7 +203,7 @@ class Trainer:
             f"{cfg.train.batch_size * acc.num_processes}; run folder {self.run_dir}"
         )
         self.log.start(self.changes)
-        self.meter = Meter(len(METRICS), acc.device)  # times from here, not from construction
+        self.meter = Meter(acc.device)  # times from here, not from construction
         self.signals.install()
         try:
             self._loop(total)
@@ -230,7 +224,7 @@ class Trainer:
             line += f"; wrote its missing {GENERATOR_FILE}"
         print(line, flush=True)
 
-    def advance(self, measure: bool = False) -> torch.Tensor:
+    def advance(self, measure: bool = False) -> Stats:
         """The hot path of one iteration: next batch of this rank's shard, train step, progress.
 
         No host sync: the batch is gathered from the on-device split, the metrics stay on the device.
@@ -245,7 +239,7 @@ class Trainer:
         self.meter.add(values)
         p.step += 1
         p.batch_in_epoch += 1
-        self.nonfinite.update(values[:2], p.step)
+        self.nonfinite.update(torch.stack([values["loss_D"], values["loss_G"]]), p.step)
         if p.batch_in_epoch == per_epoch:
             p.epoch, p.batch_in_epoch = p.epoch + 1, 0
         return values
@@ -316,8 +310,8 @@ class Trainer:
     def _log(self) -> None:
         """Rank-averaged metrics of the steps since the last log (one all-reduce), plus the current state."""
         acc, p, train = self.accelerator, self.progress, self.cfg.train
-        means, steps, seconds = self.meter.flush(acc, extra=self.grad_norms)
-        values = dict(zip((*METRICS, "grad_norm_D", "grad_norm_G"), means, strict=True))
+        norms = {"grad_norm_D": self.grad_norms[0], "grad_norm_G": self.grad_norms[1]}
+        values, steps, seconds = self.meter.flush(acc, extra=norms)
         values["lr_D"] = self.opt_d.param_groups[0]["lr"]
         values["lr_G"] = self.opt_g.param_groups[0]["lr"]
         values["images_per_s"] = steps * train.batch_size * acc.num_processes / seconds

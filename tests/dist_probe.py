@@ -47,7 +47,7 @@ def main() -> None:
 
     def recording_step(*args, **kwargs):
         values = train_step(*args, **kwargs)
-        step_metrics.append(values.tolist())
+        step_metrics.append({k: v.item() for k, v in values.items()})
         return values
 
     trainer.train_step = recording_step

@@ -19,7 +19,6 @@ from conftest import (
     train_command,
 )
 from dcgan import checkpoint
-from dcgan.trainer import METRICS
 
 pytestmark = pytest.mark.slow
 
@@ -48,11 +47,13 @@ def test_ddp_world_size_weight_equality_and_no_d_allreduce_in_g_step(tmp_path, d
     assert reports[0]["first_real_index"] != reports[1]["first_real_index"]
     assert reports[0]["noise_sample"] != reports[1]["noise_sample"]
     # The logged losses are the mean over both ranks (and over the steps since the last log), not rank 0's.
-    per_rank = torch.tensor([r["step_metrics"] for r in reports])  # (rank, step, metric)
-    assert not torch.equal(per_rank[0], per_rank[1])
+    names = ("loss_D", "loss_G", "D_x", "D_G_z")
+    assert set(reports[0]["step_metrics"][0]) == set(names)  # the losses' statistics, by name
+    per_rank = torch.tensor([[[step[n] for n in names] for step in r["step_metrics"]] for r in reports])
+    assert not torch.equal(per_rank[0], per_rank[1])  # (rank, step, metric)
     (logged,) = read_metrics(tmp_path / "run")  # smoke logs every 8 steps; 6 steps log once, at the end
     expected = per_rank.mean(dim=(0, 1))
-    for i, key in enumerate(METRICS):
+    for i, key in enumerate(names):
         assert logged[key] == pytest.approx(expected[i].item(), rel=1e-5), key
 
 
