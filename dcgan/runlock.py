@@ -132,12 +132,12 @@ class RunLock:
         if owner.get("host") == socket.gethostname() and owner.get("machine") == _machine():
             if owner.get("pid") == os.getpid():
                 return f"had this process's pid {owner['pid']} before it (a restarted container?)"
-            if not _alive(int(owner.get("pid", -1)), owner.get("pid_started")):
-                return f"pid {owner.get('pid')} on this host is no longer running"
+            if not _alive(owner["pid"], owner.get("pid_started")):
+                return f"pid {owner['pid']} on this host is no longer running"
             return None
-        age = time.time() - float(owner.get("heartbeat", 0))
+        age = time.time() - owner["heartbeat"]
         if age > self.stale_s:
-            return f"pid {owner.get('pid')} on host {owner.get('host')} sent no heartbeat for {age:.0f} s"
+            return f"pid {owner['pid']} on host {owner['host']} sent no heartbeat for {age:.0f} s"
         return None
 
     def _content(self) -> str:
@@ -166,7 +166,14 @@ class RunLock:
             raise
         except (OSError, ValueError):
             return None
-        return owner if isinstance(owner, dict) else None
+        well_formed = (
+            isinstance(owner, dict)
+            and isinstance(owner.get("pid"), int)
+            and owner["pid"] > 0
+            and isinstance(owner.get("host"), str)
+            and isinstance(owner.get("heartbeat"), (int, float))
+        )
+        return owner if well_formed else None
 
     def _take_over(self, stale: dict[str, Any] | None) -> bool:
         """Replace the lock judged dead with ours, unless another trainer changed it first."""

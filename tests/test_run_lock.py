@@ -72,8 +72,9 @@ def test_another_host_is_judged_by_its_heartbeat(tmp_path):
     lock.release()
 
 
-def test_an_unreadable_lock_is_taken_over(tmp_path):
-    (tmp_path / LOCK_FILE).write_text("{not json")
+@pytest.mark.parametrize("content", ["{not json", '{"pid": -1, "host": "h", "heartbeat": 0}', '{"pid": "7"}'])
+def test_an_unreadable_or_malformed_lock_is_taken_over(tmp_path, content):
+    (tmp_path / LOCK_FILE).write_text(content)
     lock = RunLock(tmp_path, stale_s=30)
     with pytest.warns(UserWarning, match="unreadable lock file"):
         lock.acquire()
