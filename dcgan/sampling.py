@@ -159,11 +159,11 @@ def save_grid(images: torch.Tensor, path: Path) -> torch.Tensor:
     return grid
 
 
-def write_samples(images: torch.Tensor, out: str) -> str:
+def write_samples(images: torch.Tensor, out: str | Path) -> str:
     """`DIR/` (or an existing folder): numbered PNGs, one per image; `.png`: one grid; `.npy`: uint8
     (N, H, W) or (N, H, W, 3). Returns what was written, in words."""
     path = Path(out)
-    if out.endswith(("/", os.sep)) or path.is_dir():
+    if os.fspath(out).endswith(("/", os.sep)) or path.is_dir():
         return _write_png_folder(images, path)
     suffix = path.suffix.lower()
     if suffix == ".png":

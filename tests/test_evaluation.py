@@ -13,7 +13,8 @@ from conftest import REPO, _env, read_metrics, run_train
 from dcgan import checkpoint, cli, reference
 from dcgan.classifier import load_classifier
 from dcgan.config import Config, DataConfig
-from dcgan.evaluation import BEST, Evaluator, evaluate
+from dcgan.eval_cli import evaluate
+from dcgan.evaluation import BEST, Evaluator
 from dcgan.sampling import generate, load_generator, sample_noise
 
 EVAL = ("eval.every_epochs=1", "eval.num_samples=1100")  # 3 chunks of 500: 2 ranks get unequal shares
@@ -27,7 +28,7 @@ def test_reference_is_cached_by_data_and_network_checksums(tmp_path, monkeypatch
     monkeypatch.setenv("DCGAN_CACHE", str(tmp_path))
     model, record = load_classifier()
     data = DataConfig(root=str(data_root))
-    first = reference.reference_of_test_split(data, model, record["sha256"])
+    first = reference.reference_for(data, model, record["sha256"])
     (cached,) = tmp_path.glob("mnist-test-*-clf-*.safetensors")
     assert record["sha256"][:16] in cached.name
 
@@ -35,10 +36,10 @@ def test_reference_is_cached_by_data_and_network_checksums(tmp_path, monkeypatch
         raise AssertionError("recomputed despite the cache")
 
     monkeypatch.setattr(reference, "compute_reference", must_not_run)
-    again = reference.reference_of_test_split(data, model, record["sha256"])
+    again = reference.reference_for(data, model, record["sha256"])
     assert torch.equal(first.features, again.features) and first.features.shape == (10_000, 224)
     with pytest.raises(AssertionError, match="recomputed"):  # another network: another cache entry
-        reference.reference_of_test_split(data, model, "f" * 64)
+        reference.reference_for(data, model, "f" * 64)
 
 
 def test_truncated_noise_is_bounded_and_seeded():
@@ -102,6 +103,10 @@ def test_evaluation_leaves_the_training_random_streams_alone(data_root):
     assert torch.equal(torch.get_rng_state(), before)
 
 
+def _fid(value: float) -> dict:
+    return {"fid_mnist": value, "network": "mnist"}
+
+
 def test_best_checkpoint_survives_rotation_and_only_improves(tmp_path):
     root = tmp_path / "checkpoints"
     weights = {"w": torch.zeros(2)}
@@ -113,15 +118,15 @@ def test_best_checkpoint_survives_rotation_and_only_improves(tmp_path):
     cfg.eval.every_epochs = 0  # no network needed to keep checkpoints
     evaluator = Evaluator(cfg, accelerator=None, run_dir=tmp_path)
     save(10)
-    assert evaluator._keep_best({"fid_mnist": 5.0}, step=10, epoch=1)
+    assert evaluator._keep_best(_fid(5.0), step=10, epoch=1)
     save(20)
-    assert not evaluator._keep_best({"fid_mnist": 6.0}, step=20, epoch=2)  # worse: the kept one stays
+    assert not evaluator._keep_best(_fid(6.0), step=20, epoch=2)  # worse: the kept one stays
     save(30)  # keep_last=1: step 10 is long gone
     assert [p.name for p in checkpoint.list_checkpoints(root)] == ["step_0000030"]
     assert json.loads((root / BEST / "best.json").read_text())["step"] == 10
     assert checkpoint.verify(root / BEST) is None
-    assert not evaluator._keep_best({"fid_mnist": float("nan")}, step=30, epoch=3)  # a diverged G is never best
-    assert evaluator._keep_best({"fid_mnist": 4.0}, step=30, epoch=3)
+    assert not evaluator._keep_best(_fid(float("nan")), step=30, epoch=3)  # a diverged G is never best
+    assert evaluator._keep_best(_fid(4.0), step=30, epoch=3)
     assert json.loads((root / BEST / "best.json").read_text())["step"] == 30
     assert not list(root.glob(".tmp-*"))
 

@@ -74,7 +74,7 @@ def test_same_seed_same_samples(generator_file):
 
 
 def test_bad_output_suffix(tmp_path):
-    with pytest.raises(UserError, match="use a .png"):
+    with pytest.raises(UserError, match=r"use a folder \(DIR/\), a .png \(grid\) or a .npy"):
         write_samples(torch.zeros(1, 1, 28, 28), tmp_path / "x.jpg")
 
 

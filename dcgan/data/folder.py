@@ -20,7 +20,7 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 
 from dcgan.config import DataConfig
 from dcgan.data import cache
-from dcgan.data.placement import check_fits_in_host_memory
+from dcgan.data.placement import amount, check_fits_in_host_memory
 from dcgan.errors import UserError
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
@@ -173,10 +173,10 @@ def prepare(cfg: DataConfig) -> str:
         how = f"decoded in {info['seconds']:.0f} s, cached in {path}"
     else:
         how = f"from the cache {path}"
-    mb = info["images"] * cfg.channels * cfg.image_size**2 / 2**20
+    nbytes = info["images"] * cfg.channels * cfg.image_size**2
     line = (
         f"data: {listing.root}: {info['images']:,} images, {len(info['classes'])} classes, "
-        f"{cfg.channels}x{cfg.image_size}x{cfg.image_size} uint8, {mb:.1f} MB ({how})"
+        f"{cfg.channels}x{cfg.image_size}x{cfg.image_size} uint8, {amount(nbytes)} ({how})"
     )
     if info["skipped"]:
         shown = ", ".join(f"{f} ({why})" for f, why in info["skipped"][:SKIPPED_SHOWN])

@@ -29,9 +29,17 @@ def check_fits_in_host_memory(nbytes: int, what: str, available: int | None = No
     available = available_host_bytes() if available is None else available
     if available is not None and nbytes > available:
         raise UserError(
-            f"{what} need {nbytes / 2**30:.1f} GB as uint8, more than the {available / 2**30:.1f} GB of free "
-            "host memory; lower data.image_size (or data.channels), or use part of them with data.limit"
+            f"{what} need {amount(nbytes)} as uint8, more than the {amount(available)} of free host memory; "
+            "lower data.image_size (or data.channels), or use part of them with data.limit"
         )
+
+
+def amount(nbytes: float) -> str:
+    """A byte count for people: 1.2 GB, 47.0 MB, 12.0 kB."""
+    for unit, size in (("GB", 2**30), ("MB", 2**20)):
+        if nbytes >= size:
+            return f"{nbytes / size:.1f} {unit}"
+    return f"{nbytes / 2**10:.1f} kB"
 
 
 class ImageStore:
@@ -43,7 +51,7 @@ class ImageStore:
         self.images = images.to(device) if fits else images
         if main and not fits:
             print(
-                f"data: {images.numel() / 2**30:.2f} GB of images exceed data.device_budget_gb={budget_gb}: "
+                f"data: {amount(images.numel())} of images exceed data.device_budget_gb={budget_gb}: "
                 "kept in host memory, each batch copied to the device",
                 flush=True,
             )

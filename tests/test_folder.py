@@ -1,0 +1,204 @@
+"""`data.name=folder`: a folder of images read like the IDX files, cached, refused in one line when unfit,
+and trained grey or RGB at 28, 32 and 64 px on 2 processes with exact resume."""
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from conftest import REPO, SMOKE, _env, assert_same_tensors, free_port, load_weights, run_train
+from dcgan.config import DataConfig
+from dcgan.data import ImageStore, ensure_dataset, load_dataset, placement
+from dcgan.data import folder as folder_data
+from dcgan.errors import UserError
+
+FOLDER = ("data.name=folder", "data.download=false")
+
+
+def _png(path, pixels: np.ndarray) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(pixels.astype(np.uint8)).save(path)
+
+
+@pytest.fixture(scope="module")
+def fashion_pngs(tmp_path_factory, data_root):
+    """2,000 real Fashion-MNIST training images as grey PNGs in class folders: ROOT/<label>/<index>.png."""
+    data = load_dataset(DataConfig(name="fashion_mnist", root=str(data_root), limit=2000))
+    root = tmp_path_factory.mktemp("fashion_pngs")
+    for i, (image, label) in enumerate(zip(data.images, data.labels, strict=True)):
+        _png(root / str(int(label)) / f"{i:05d}.png", image[0].numpy())
+    return root, data
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A fresh decoded-image cache for this test (subprocesses inherit it)."""
+    monkeypatch.setenv("DCGAN_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "folders"
+
+
+def test_png_folder_loads_pixel_for_pixel_equal_to_the_idx_files(fashion_pngs, cache):
+    root, idx = fashion_pngs
+    cfg = DataConfig(name="folder", root=str(root))  # 28 px, 1 channel: the defaults
+    ensure_dataset(cfg)
+    loaded = load_dataset(cfg)
+    order = torch.sort(idx.labels, stable=True).indices  # files sort by class folder, then index
+    assert loaded.images.shape == (2000, 1, 28, 28) and loaded.images.dtype == torch.uint8
+    assert torch.equal(loaded.images, idx.images[order])
+    assert torch.equal(loaded.labels, idx.labels[order]) and loaded.classes == tuple("0123456789")
+
+
+def test_images_are_converted_resized_on_the_short_side_and_centre_cropped(tmp_path, cache):
+    wide = np.zeros((32, 64, 3))
+    wide[:, :16], wide[:, 16:48], wide[:, 48:] = (255, 0, 0), (0, 255, 0), (0, 0, 255)  # red | green | blue
+    _png(tmp_path / "images" / "wide.png", wide)
+    _png(tmp_path / "images" / "deep" / "tall.png", np.full((90, 45), 200))  # grey, found recursively
+    cfg = DataConfig(name="folder", root=str(tmp_path / "images"), image_size=32, channels=3)
+    ensure_dataset(cfg)
+    data = load_dataset(cfg)
+    assert data.images.shape == (2, 3, 32, 32) and data.labels is None and data.classes == ()
+    tall, wide_crop = data.images  # sorted: deep/tall.png before wide.png
+    assert torch.equal(wide_crop, torch.tensor([0, 255, 0], dtype=torch.uint8)[:, None, None].expand(3, 32, 32))
+    assert torch.equal(tall, torch.full((3, 32, 32), 200, dtype=torch.uint8))  # grey becomes RGB
+
+
+def test_the_cache_is_reused_until_a_file_or_a_setting_changes(tmp_path, cache, monkeypatch, capsys):
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        _png(tmp_path / "images" / f"{i}.png", rng.integers(0, 256, (40, 50, 3)))
+    cfg = DataConfig(name="folder", root=str(tmp_path / "images"), image_size=32, channels=3)
+    ensure_dataset(cfg)
+    assert "decoded in" in capsys.readouterr().out
+    first = load_dataset(cfg).images
+
+    def must_not_decode(*args):
+        raise AssertionError("decoded again despite the cache")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(folder_data, "decode", must_not_decode)
+        ensure_dataset(cfg)
+        line = capsys.readouterr().out
+        assert "6 images, 0 classes, 3x32x32 uint8, 18.0 kB (from the cache" in line
+        assert torch.equal(load_dataset(cfg).images, first)  # every rank reads this array
+    _png(tmp_path / "images" / "3.png", rng.integers(0, 256, (40, 50, 3)))  # a file changes
+    ensure_dataset(cfg)
+    assert "decoded in" in capsys.readouterr().out
+    again = load_dataset(cfg).images
+    assert torch.equal(again[[0, 1, 2, 4, 5]], first[[0, 1, 2, 4, 5]]) and not torch.equal(again[3], first[3])
+    for setting in ({"image_size": 64}, {"channels": 1}, {"skip_bad_images": True}):
+        ensure_dataset(DataConfig(**{**vars(cfg), **setting}))
+        assert "decoded in" in capsys.readouterr().out, setting
+    assert len(list(cache.iterdir())) == 5  # one entry per (files, settings), none left half-written
+
+
+def test_skip_bad_images_counts_and_names_them(tmp_path, cache, capsys):
+    for i in range(4):
+        _png(tmp_path / "images" / f"good{i}.png", np.random.default_rng(i).integers(0, 256, (28, 28)))
+    png = (tmp_path / "images" / "good0.png").read_bytes()
+    for i in range(5):
+        (tmp_path / "images" / f"junk{i}.png").write_bytes(b"not an image" if i else png[: len(png) // 2])
+    cfg = DataConfig(name="folder", root=str(tmp_path / "images"), skip_bad_images=True)
+    ensure_dataset(cfg)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "4 images" in line and "skipped 5 unreadable: junk0.png (image file is truncated)" in line
+    assert "junk1.png (not an image Pillow can read)" in line and line.endswith("and 2 more")
+    assert load_dataset(cfg).images.shape == (4, 1, 28, 28)
+
+
+def test_a_folder_too_large_for_host_memory_says_what_to_do(tmp_path, cache, monkeypatch):
+    _png(tmp_path / "images" / "a.png", np.zeros((64, 64, 3)))
+    monkeypatch.setattr(placement, "available_host_bytes", lambda: 10_000)
+    with pytest.raises(UserError) as err:
+        ensure_dataset(DataConfig(name="folder", root=str(tmp_path / "images"), image_size=64, channels=3))
+    assert str(err.value) == (
+        "the 1 images need 12.0 kB as uint8, more than the 9.8 kB of free host memory; "
+        "lower data.image_size (or data.channels), or use part of them with data.limit"
+    )
+
+
+def test_images_over_the_device_budget_stay_in_host_memory(capsys):
+    """The meta device stands in for a GPU: only where the images live and where batches go is checked."""
+    images = torch.arange(4 * 3 * 2 * 2, dtype=torch.uint8).view(4, 3, 2, 2)
+    kept = ImageStore(images, torch.device("meta"), budget_gb=0, main=True)
+    assert kept.index_device.type == "cpu" and "kept in host memory" in capsys.readouterr().out
+    batch = kept.batch(torch.tensor([2, 0]))
+    assert batch.device.type == "meta" and batch.shape == (2, 3, 2, 2)
+    moved = ImageStore(images, torch.device("meta"), budget_gb=1, main=True)
+    assert moved.index_device.type == "meta" and capsys.readouterr().out == ""
+
+
+def _bad_folder(tmp_path, case: str):
+    root = tmp_path / "images"
+    if case == "missing":
+        return root, f"data.root {root} does not exist"
+    root.mkdir()
+    if case == "empty":
+        return root, f"data.root {root} is empty"
+    if case == "no images":
+        (root / "notes.txt").write_text("no pictures here")
+        return root, f"no images (.png, .jpg, .jpeg, .webp, .bmp) found in {root} or its subfolders"
+    if case == "empty class":
+        _png(root / "cats" / "a.png", np.zeros((28, 28)))
+        (root / "dogs").mkdir()
+        return root, f"class folder {root / 'dogs'} holds no images"
+    _png(root / "a.png", np.random.default_rng(0).integers(0, 256, (28, 28)))
+    bad, png = root / "b.png", (root / "a.png").read_bytes()
+    bad.write_bytes(b"junk" if case == "unreadable" else png[: len(png) // 2])
+    reason = "not an image Pillow can read" if case == "unreadable" else "image file is truncated"
+    return root, f"cannot read image {bad} ({reason}); remove or replace it, or set data.skip_bad_images=true"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", ["missing", "empty", "no images", "empty class", "unreadable", "truncated", "size"])
+def test_every_bad_folder_ends_in_one_line(tmp_path, cache, case):
+    root, message = _bad_folder(tmp_path, "unreadable" if case == "size" else case)
+    extra = ["data.image_size=48"] if case == "size" else []
+    proc = run_train(tmp_path / "run", *FOLDER, f"data.root={root}", *extra, check=False)
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
+    expected = "config key data.image_size: must be 28, 32 or 64, got 48" if case == "size" else message
+    assert lines[0].startswith("dcgan: error: ") and expected in lines[0]
+
+
+def _probe(tmp_path, *overrides: str) -> list[dict]:
+    """tests/dist_probe.py on 2 ranks: each writes its report (weights compared with rank 0's)."""
+    command = [
+        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
+        str(REPO / "launch" / "cpu_multiprocess.yaml"), "--main_process_port", str(free_port()),
+        str(REPO / "tests" / "dist_probe.py"), str(tmp_path), str(SMOKE), f"output_dir={tmp_path / 'run'}", *overrides,
+    ]  # fmt: skip
+    proc = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("size", [32, 64])
+def test_rgb_folder_trains_on_two_processes_with_equal_weights(tmp_path, cache, fashion_pngs, size):
+    rgb = (*FOLDER, f"data.root={fashion_pngs[0]}", f"data.image_size={size}", "data.channels=3", "model.width=8")
+    reports = _probe(tmp_path, *rgb, "train.max_steps=4")
+    for rank, report in enumerate(reports):
+        assert report["rank"] == rank and report["world_size"] == report["dist_world_size"] == 2
+        assert report["steps"] == 4 and report["G_max_diff"] == 0.0 and report["D_max_diff"] == 0.0
+    assert reports[0]["first_real_index"] != reports[1]["first_real_index"]  # each rank its own shard
+
+
+@pytest.mark.slow
+def test_rgb_folder_resume_on_two_processes_is_bit_identical(tmp_path, cache, fashion_pngs):
+    """64 px RGB, 2 ranks, stopped mid-epoch; evaluation is on but has no network: one line says so."""
+    rgb = (*FOLDER, f"data.root={fashion_pngs[0]}", "data.image_size=64", "data.channels=3", "model.width=8",
+           "data.limit=320", "eval.every_epochs=1")  # fmt: skip
+    full, split = tmp_path / "full", tmp_path / "split"
+    proc = run_train(full, *rgb, "train.max_steps=14", nproc=2)  # 10 steps per epoch
+    assert proc.stdout.count("eval: off, no feature network ships for data.name=folder") == 1
+    assert "320 images, 10 classes, 3x64x64 uint8" in proc.stdout
+    run_train(split, *rgb, "train.max_steps=6", nproc=2)
+    assert "at step 6" in run_train(split, *rgb, "train.max_steps=14", nproc=2).stdout
+    last = "checkpoints/step_0000014"
+    for name in ("generator.safetensors", "discriminator.safetensors", "generator_ema.safetensors"):
+        assert_same_tensors(load_weights(full / last / name), load_weights(split / last / name))
+    assert not (full / "checkpoints" / "best").exists()  # nothing was scored
