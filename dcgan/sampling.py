@@ -27,7 +27,7 @@ from dcgan.errors import UserError
 from dcgan.models import build_generator
 
 GENERATOR_FILE = "generator.safetensors"
-GENERATOR_DATA_KEYS = ("name", "image_size", "channels")  # what G makes; files without them are MNIST's
+GENERATOR_DATA_KEYS = ("name", "image_size", "channels", "limit")  # what G learnt; older files: all of MNIST
 
 
 def generator_metadata(cfg: Config, step: int, weights: str = "last") -> dict[str, str]:
@@ -64,8 +64,8 @@ def resolve_generator_file(path: Path) -> Path:
 
 
 def generator_data(meta: dict[str, str]) -> dict:
-    """The data a generator file's G was trained on (dataset name, image size, channels)."""
-    return {"name": "mnist", "image_size": 28, "channels": 1} | json.loads(meta.get("data", "{}"))
+    """The data a generator file's G was trained on (dataset name, image size, channels, limit)."""
+    return {"name": "mnist", "image_size": 28, "channels": 1, "limit": 0} | json.loads(meta.get("data", "{}"))
 
 
 def load_generator(path: Path) -> tuple[nn.Module, str]:

@@ -8,30 +8,15 @@ import sys
 import numpy as np
 import pytest
 import torch
-from PIL import Image
 
-from conftest import REPO, SMOKE, _env, assert_same_tensors, free_port, load_weights, run_train
+from conftest import REPO, SMOKE, _env, assert_same_tensors, free_port, load_weights, run_train, write_png
+from dcgan import cli
 from dcgan.config import DataConfig
 from dcgan.data import ImageStore, ensure_dataset, load_dataset, placement
 from dcgan.data import folder as folder_data
 from dcgan.errors import UserError
 
 FOLDER = ("data.name=folder", "data.download=false")
-
-
-def _png(path, pixels: np.ndarray) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    Image.fromarray(pixels.astype(np.uint8)).save(path)
-
-
-@pytest.fixture(scope="module")
-def fashion_pngs(tmp_path_factory, data_root):
-    """2,000 real Fashion-MNIST training images as grey PNGs in class folders: ROOT/<label>/<index>.png."""
-    data = load_dataset(DataConfig(name="fashion_mnist", root=str(data_root), limit=2000))
-    root = tmp_path_factory.mktemp("fashion_pngs")
-    for i, (image, label) in enumerate(zip(data.images, data.labels, strict=True)):
-        _png(root / str(int(label)) / f"{i:05d}.png", image[0].numpy())
-    return root, data
 
 
 @pytest.fixture
@@ -55,8 +40,8 @@ def test_png_folder_loads_pixel_for_pixel_equal_to_the_idx_files(fashion_pngs, c
 def test_images_are_converted_resized_on_the_short_side_and_centre_cropped(tmp_path, cache):
     wide = np.zeros((32, 64, 3))
     wide[:, :16], wide[:, 16:48], wide[:, 48:] = (255, 0, 0), (0, 255, 0), (0, 0, 255)  # red | green | blue
-    _png(tmp_path / "images" / "wide.png", wide)
-    _png(tmp_path / "images" / "deep" / "tall.png", np.full((90, 45), 200))  # grey, found recursively
+    write_png(tmp_path / "images" / "wide.png", wide)
+    write_png(tmp_path / "images" / "deep" / "tall.png", np.full((90, 45), 200))  # grey, found recursively
     cfg = DataConfig(name="folder", root=str(tmp_path / "images"), image_size=32, channels=3)
     ensure_dataset(cfg)
     data = load_dataset(cfg)
@@ -69,7 +54,7 @@ def test_images_are_converted_resized_on_the_short_side_and_centre_cropped(tmp_p
 def test_the_cache_is_reused_until_a_file_or_a_setting_changes(tmp_path, cache, monkeypatch, capsys):
     rng = np.random.default_rng(0)
     for i in range(6):
-        _png(tmp_path / "images" / f"{i}.png", rng.integers(0, 256, (40, 50, 3)))
+        write_png(tmp_path / "images" / f"{i}.png", rng.integers(0, 256, (40, 50, 3)))
     cfg = DataConfig(name="folder", root=str(tmp_path / "images"), image_size=32, channels=3)
     ensure_dataset(cfg)
     assert "decoded in" in capsys.readouterr().out
@@ -84,7 +69,7 @@ def test_the_cache_is_reused_until_a_file_or_a_setting_changes(tmp_path, cache, 
         line = capsys.readouterr().out
         assert "6 images, 0 classes, 3x32x32 uint8, 18.0 kB (from the cache" in line
         assert torch.equal(load_dataset(cfg).images, first)  # every rank reads this array
-    _png(tmp_path / "images" / "3.png", rng.integers(0, 256, (40, 50, 3)))  # a file changes
+    write_png(tmp_path / "images" / "3.png", rng.integers(0, 256, (40, 50, 3)))  # a file changes
     ensure_dataset(cfg)
     assert "decoded in" in capsys.readouterr().out
     again = load_dataset(cfg).images
@@ -97,7 +82,7 @@ def test_the_cache_is_reused_until_a_file_or_a_setting_changes(tmp_path, cache, 
 
 def test_skip_bad_images_counts_and_names_them(tmp_path, cache, capsys):
     for i in range(4):
-        _png(tmp_path / "images" / f"good{i}.png", np.random.default_rng(i).integers(0, 256, (28, 28)))
+        write_png(tmp_path / "images" / f"good{i}.png", np.random.default_rng(i).integers(0, 256, (28, 28)))
     png = (tmp_path / "images" / "good0.png").read_bytes()
     for i in range(5):
         (tmp_path / "images" / f"junk{i}.png").write_bytes(b"not an image" if i else png[: len(png) // 2])
@@ -110,7 +95,7 @@ def test_skip_bad_images_counts_and_names_them(tmp_path, cache, capsys):
 
 
 def test_a_folder_too_large_for_host_memory_says_what_to_do(tmp_path, cache, monkeypatch):
-    _png(tmp_path / "images" / "a.png", np.zeros((64, 64, 3)))
+    write_png(tmp_path / "images" / "a.png", np.zeros((64, 64, 3)))
     monkeypatch.setattr(placement, "available_host_bytes", lambda: 10_000)
     with pytest.raises(UserError) as err:
         ensure_dataset(DataConfig(name="folder", root=str(tmp_path / "images"), image_size=64, channels=3))
@@ -142,10 +127,10 @@ def _bad_folder(tmp_path, case: str):
         (root / "notes.txt").write_text("no pictures here")
         return root, f"no images (.png, .jpg, .jpeg, .webp, .bmp) found in {root} or its subfolders"
     if case == "empty class":
-        _png(root / "cats" / "a.png", np.zeros((28, 28)))
+        write_png(root / "cats" / "a.png", np.zeros((28, 28)))
         (root / "dogs").mkdir()
         return root, f"class folder {root / 'dogs'} holds no images"
-    _png(root / "a.png", np.random.default_rng(0).integers(0, 256, (28, 28)))
+    write_png(root / "a.png", np.random.default_rng(0).integers(0, 256, (28, 28)))
     bad, png = root / "b.png", (root / "a.png").read_bytes()
     bad.write_bytes(b"junk" if case == "unreadable" else png[: len(png) // 2])
     reason = "not an image Pillow can read" if case == "unreadable" else "image file is truncated"
@@ -202,3 +187,15 @@ def test_rgb_folder_resume_on_two_processes_is_bit_identical(tmp_path, cache, fa
     for name in ("generator.safetensors", "discriminator.safetensors", "generator_ema.safetensors"):
         assert_same_tensors(load_weights(full / last / name), load_weights(split / last / name))
     assert not (full / "checkpoints" / "best").exists()  # nothing was scored
+
+
+def test_train_classifier_needs_labels(tmp_path, cache, capsys):
+    for i in range(30):
+        write_png(tmp_path / "flat" / f"{i}.png", np.full((28, 28), i))
+    argv = ["train-classifier", "--dataset", "folder", "--data-root", str(tmp_path / "flat"), "--out", "x.safetensors"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"dcgan: error: dcgan train-classifier needs labelled images: put each class in its own subfolder of "
+        f"{tmp_path / 'flat'} (found 0 classes)"
+    ]
