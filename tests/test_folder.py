@@ -105,6 +105,16 @@ def test_a_folder_too_large_for_host_memory_says_what_to_do(tmp_path, cache, mon
     )
 
 
+def test_an_unwritable_cache_says_where_to_put_it(tmp_path, monkeypatch):
+    write_png(tmp_path / "images" / "a.png", np.zeros((28, 28)))
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("DCGAN_CACHE", str(tmp_path / "file"))
+    with pytest.raises(UserError) as err:
+        ensure_dataset(DataConfig(name="folder", root=str(tmp_path / "images")))
+    assert str(err.value).startswith(f"cannot write the decoded-image cache in {tmp_path / 'file' / 'folders'} (")
+    assert str(err.value).endswith("); set DCGAN_CACHE to a writable folder")
+
+
 def test_images_over_the_device_budget_stay_in_host_memory(capsys):
     """The meta device stands in for a GPU: only where the images live and where batches go is checked."""
     images = torch.arange(4 * 3 * 2 * 2, dtype=torch.uint8).view(4, 3, 2, 2)
