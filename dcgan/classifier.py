@@ -12,7 +12,7 @@ metrics computed anywhere come from the same network.
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -167,11 +167,6 @@ def network_for(
             f"({data.channels}x{data.image_size}x{data.image_size}); make one for this data with dcgan train-classifier"
         )
     return model, record
-
-
-def spec_record(spec: NetworkSpec) -> dict[str, Any]:
-    """The spec as the JSON a network file records."""
-    return {**asdict(spec), "classes": list(spec.classes)}
 
 
 @torch.no_grad()

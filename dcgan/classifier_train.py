@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import torch
@@ -28,7 +28,6 @@ from dcgan.classifier import (
     FeatureNetwork,
     NetworkSpec,
     embed_and_classify,
-    spec_record,
 )
 from dcgan.config import DataConfig
 from dcgan.data import ensure_dataset, fingerprint, has_test_split, load_dataset
@@ -192,5 +191,5 @@ def _record(data: DataConfig, recipe: Recipe, n: int, test_accuracy: float, mode
         "versions": f"dcgan {__version__}, torch {torch.__version__}",
     }
     if spec is not MNIST_SPEC:
-        training["network"] = spec_record(spec)
+        training["network"] = asdict(spec)
     return training

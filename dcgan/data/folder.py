@@ -58,7 +58,10 @@ def scan(cfg: DataConfig) -> Listing:
     if not root.is_dir():
         what = "is a file, not a folder" if root.exists() else "does not exist"
         raise UserError(f"data.root {root} {what}; point it at a folder of images ({', '.join(SUFFIXES)})")
-    entries = [e for e in os.scandir(root) if not e.name.startswith(".")]
+    try:
+        entries = [e for e in os.scandir(root) if not e.name.startswith(".")]
+    except OSError as e:
+        raise UserError(f"cannot read data.root {root} ({e.strerror})") from None
     if not entries:
         raise UserError(f"data.root {root} is empty; put images ({', '.join(SUFFIXES)}) in it or in class subfolders")
     classes: tuple[str, ...] = ()
