@@ -147,52 +147,65 @@ def _bad_folder(tmp_path, case: str):
     return root, f"cannot read image {bad} ({reason}); remove or replace it, or set data.skip_bad_images=true"
 
 
+@pytest.mark.parametrize("case", ["missing", "empty", "no images", "empty class", "unreadable", "truncated"])
+def test_every_bad_folder_is_one_line_naming_it(tmp_path, cache, case):
+    root, message = _bad_folder(tmp_path, case)
+    with pytest.raises(UserError) as err:
+        ensure_dataset(DataConfig(name="folder", root=str(root)))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["missing", "empty", "no images", "empty class", "unreadable", "truncated", "size"])
-def test_every_bad_folder_ends_in_one_line(tmp_path, cache, case):
-    root, message = _bad_folder(tmp_path, "unreadable" if case == "size" else case)
-    extra = ["data.image_size=48"] if case == "size" else []
-    proc = run_train(tmp_path / "run", *FOLDER, f"data.root={root}", *extra, check=False)
-    lines = proc.stderr.strip().splitlines()
-    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-3000:]
-    expected = "config key data.image_size: must be 28, 32 or 64, got 48" if case == "size" else message
-    assert lines[0].startswith("dcgan: error: ") and expected in lines[0]
+def test_a_bad_folder_stops_training_in_one_line_with_exit_code_2(tmp_path, cache):
+    """Through the real entry point: the UserErrors above end as one line on stderr, exit 2."""
+    root, message = _bad_folder(tmp_path, "truncated")
+    proc = run_train(tmp_path / "run", *FOLDER, f"data.root={root}", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"dcgan: error: {message} to skip unreadable files"
+    ]
 
 
-def _probe(tmp_path, *overrides: str) -> list[dict]:
-    """tests/dist_probe.py on 2 ranks: each writes its report (weights compared with rank 0's)."""
+def _probe(out, *overrides: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """A real 2-rank run through tests/dist_probe.py: each rank reports its weights' distance to rank 0's."""
     command = [
         sys.executable, "-m", "accelerate.commands.launch", "--config_file",
         str(REPO / "launch" / "cpu_multiprocess.yaml"), "--main_process_port", str(free_port()),
-        str(REPO / "tests" / "dist_probe.py"), str(tmp_path), str(SMOKE), f"output_dir={tmp_path / 'run'}", *overrides,
+        str(REPO / "tests" / "dist_probe.py"), str(out), str(SMOKE), f"output_dir={out}", *overrides,
     ]  # fmt: skip
     proc = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-5000:]
-    return [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("size", [32, 64])
-def test_rgb_folder_trains_on_two_processes_with_equal_weights(tmp_path, cache, fashion_pngs, size):
-    rgb = (*FOLDER, f"data.root={fashion_pngs[0]}", f"data.image_size={size}", "data.channels=3", "model.width=8")
-    reports = _probe(tmp_path, *rgb, "train.max_steps=4")
+    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     for rank, report in enumerate(reports):
         assert report["rank"] == rank and report["world_size"] == report["dist_world_size"] == 2
-        assert report["steps"] == 4 and report["G_max_diff"] == 0.0 and report["D_max_diff"] == 0.0
+        assert report["G_max_diff"] == 0.0 and report["D_max_diff"] == 0.0  # bitwise equal to rank 0
     assert reports[0]["first_real_index"] != reports[1]["first_real_index"]  # each rank its own shard
+    return proc, reports
+
+
+def _rgb(root, size: int) -> tuple[str, ...]:
+    return (*FOLDER, f"data.root={root}", f"data.image_size={size}", "data.channels=3", "model.width=8")
 
 
 @pytest.mark.slow
-def test_rgb_folder_resume_on_two_processes_is_bit_identical(tmp_path, cache, fashion_pngs):
-    """64 px RGB, 2 ranks, stopped mid-epoch; evaluation is on but has no network: one line says so."""
-    rgb = (*FOLDER, f"data.root={fashion_pngs[0]}", "data.image_size=64", "data.channels=3", "model.width=8",
-           "data.limit=320", "eval.every_epochs=1")  # fmt: skip
+def test_rgb_folder_at_32_px_trains_on_two_processes_with_equal_weights(tmp_path, cache, fashion_pngs):
+    _, reports = _probe(tmp_path, *_rgb(fashion_pngs[0], 32), "train.max_steps=4")
+    assert reports[0]["steps"] == 4
+
+
+@pytest.mark.slow
+def test_rgb_folder_at_64_px_on_two_processes_has_equal_weights_and_resumes_bit_identically(
+    tmp_path, cache, fashion_pngs
+):
+    """Stopped mid-epoch and resumed, 2 ranks; evaluation is on but has no network: one line says so."""
+    rgb = (*_rgb(fashion_pngs[0], 64), "data.limit=320", "eval.every_epochs=1")  # 10 steps per epoch
     full, split = tmp_path / "full", tmp_path / "split"
-    proc = run_train(full, *rgb, "train.max_steps=14", nproc=2)  # 10 steps per epoch
+    proc, reports = _probe(full, *rgb, "train.max_steps=14")
+    assert reports[0]["steps"] == 14
     assert proc.stdout.count("eval: off, no feature network ships for data.name=folder") == 1
     assert "320 images, 10 classes, 3x64x64 uint8" in proc.stdout
-    run_train(split, *rgb, "train.max_steps=6", nproc=2)
-    assert "at step 6" in run_train(split, *rgb, "train.max_steps=14", nproc=2).stdout
+    _probe(split, *rgb, "train.max_steps=6")
+    proc, reports = _probe(split, *rgb, "train.max_steps=14")
+    assert "at step 6" in proc.stdout and reports[0]["steps"] == 14
     last = "checkpoints/step_0000014"
     for name in ("generator.safetensors", "discriminator.safetensors", "generator_ema.safetensors"):
         assert_same_tensors(load_weights(full / last / name), load_weights(split / last / name))
