@@ -13,7 +13,8 @@ from conftest import REPO, _env, read_metrics, run_train
 from dcgan.classifier import load_classifier
 from dcgan.eval_cli import evaluate
 
-pytestmark = pytest.mark.slow
+# One worker runs them all, so the module's network and run are made once, not once per worker.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("folder_run")]
 RGB32 = ("data.name=folder", "data.image_size=32", "data.channels=3")
 KEYS = ("fid_fashion_png", "kid", "is_fashion_png", "coverage_min", "precision", "recall")
 
