@@ -254,7 +254,8 @@ def same_math(args: argparse.Namespace, steps: int = 3) -> dict[str, object]:
         reference.G.load_state_dict(bare_model(trainer.accelerator, trainer.G).state_dict())
         reference.D[0].load_state_dict(bare_model(trainer.accelerator, trainer.D).state_dict())
         reference.noise.set_state(trainer.noise.get_state())
-        real = to_model_range(trainer.images[: args.batch], trainer.cfg.data.pixel_range)
+        first = torch.arange(args.batch, device=trainer.images.index_device)
+        real = to_model_range(trainer.images.batch(first), trainer.cfg.data.pixel_range)
         framework = [{k: v.item() for k, v in trainer.train_step(real).items()} for _ in range(steps)]
         tutorial = [reference.step(real) for _ in range(steps)]
     return {"framework": framework, "reference": tutorial}

@@ -14,11 +14,13 @@ from pathlib import Path
 
 from dcgan.errors import EXIT_USER_ERROR, Stopped, UserError
 
+DATASETS = ("mnist", "fashion_mnist", "folder")  # data.name's choices (dcgan.config imports yaml: not here)
+
 
 def _parser(with_reference: bool = False) -> argparse.ArgumentParser:
     """The CLI; `with_reference` ends `train --help` with every config key (built only when asked: it parses
     dcgan/config.py, and every training process goes through here)."""
-    parser = argparse.ArgumentParser(prog="dcgan", description="Train and sample the DCGAN on MNIST.")
+    parser = argparse.ArgumentParser(prog="dcgan", description="Train, sample and score GANs on images.")
     sub = parser.add_subparsers(dest="command", required=True)
 
     train = sub.add_parser(
@@ -30,29 +32,37 @@ def _parser(with_reference: bool = False) -> argparse.ArgumentParser:
     train.add_argument("--config", help="YAML recipe, e.g. configs/mnist.yaml (default: built-in defaults)")
     train.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, e.g. train.epochs=5")
 
-    sample = sub.add_parser("sample", help="write generated digits as a PNG grid or a .npy array")
+    sample = sub.add_parser("sample", help="write generated images as PNG files, a PNG grid or a .npy array")
     sample.add_argument(
         "source", type=Path, help="a run folder, a generator file, an exported folder, or USER/NAME from the HF cache"
     )
     sample.add_argument("--n", type=int, default=64, help="number of images (default 64)")
-    sample.add_argument("--out", type=Path, required=True, help="FILE.png (grid) or FILE.npy (uint8 N x 28 x 28)")
+    sample.add_argument(
+        "--out", required=True, help="DIR/ (numbered PNGs, for FID tools), FILE.png (grid) or FILE.npy (uint8 array)"
+    )
     sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
-    sample.add_argument("--truncation", type=float, help="redraw noise values beyond +-T: cleaner, less varied digits")
+    sample.add_argument("--truncation", type=float, help="redraw noise values beyond +-T: cleaner, less varied images")
 
-    evaluate = sub.add_parser("eval", help="sample-quality metrics (fid_mnist, KID, IS, coverage, P/R) as JSON")
+    evaluate = sub.add_parser("eval", help="sample-quality metrics (fid_<network>, KID, IS, coverage, P/R) as JSON")
     evaluate.add_argument(
         "source", type=Path, nargs="?", help="run, checkpoint or exported folder, generator file, or USER/NAME"
     )
-    evaluate.add_argument("--real", action="store_true", help="score MNIST training images instead (the floor)")
+    evaluate.add_argument("--real", action="store_true", help="score real training images instead (the floor)")
     evaluate.add_argument("--num-samples", type=int, default=10_000, help="images to score (default 10000)")
     evaluate.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     evaluate.add_argument("--truncation", type=float, help="as for sample")
-    evaluate.add_argument("--data-root", help="folder holding MNIST/raw/ (default: the run's data.root, else data)")
+    evaluate.add_argument("--data-root", help="the data's root (default: the run's data.root, else data)")
+    evaluate.add_argument("--classifier", default="", help="feature network file (default: the run's, else shipped)")
+    evaluate.add_argument("--dataset", choices=DATASETS, help="with --real: which data (default: mnist)")
     evaluate.add_argument("--out", type=Path, help="JSON file to write (default: eval.json beside the generator)")
 
-    clf = sub.add_parser("train-classifier", help="train the MNIST feature network behind fid_mnist and friends")
-    clf.add_argument("--data-root", default="data", help="folder holding MNIST/raw/ (default: data)")
-    clf.add_argument("--out", type=Path, default=Path("mnist_classifier.safetensors"), help="weights file to write")
+    clf = sub.add_parser("train-classifier", help="train the feature network behind fid_<network> and friends")
+    clf.add_argument("--dataset", choices=DATASETS, default="mnist", help="folder: labelled subfolders of --data-root")
+    clf.add_argument("--data-root", default="data", help="the data's root, as data.root (default: data)")
+    clf.add_argument("--image-size", type=int, default=28, help="folder: image size, as data.image_size")
+    clf.add_argument("--channels", type=int, default=1, help="folder: 1 or 3, as data.channels")
+    clf.add_argument("--name", default="", help="what its metrics are called, fid_NAME (default: the dataset)")
+    clf.add_argument("--out", type=Path, help="weights file to write (default: DATASET_classifier.safetensors)")
     clf.add_argument("--seed", type=int, default=0)
     clf.add_argument("--epochs", type=int, default=5)
     clf.add_argument("--batch-size", type=int, default=128)
@@ -119,25 +129,26 @@ def _sample(args: argparse.Namespace) -> None:
     if args.truncation is not None and args.truncation <= 0:
         raise UserError("--truncation must be > 0")
     generator, pixel_range = load_generator(args.source)
-    write_samples(generate(generator, args.n, args.seed, pixel_range, args.truncation), args.out)
-    print(f"wrote {args.n} samples to {args.out}")
+    print(f"wrote {write_samples(generate(generator, args.n, args.seed, pixel_range, args.truncation), args.out)}")
 
 
 def _eval(args: argparse.Namespace) -> None:
     import json
 
-    from dcgan.evaluation import eval_defaults, evaluate, evaluate_real
+    from dcgan.eval_cli import eval_output, evaluate, evaluate_real
 
     if (args.source is None) == (not args.real):
         raise UserError("pass a run folder or generator file, or --real (not both)")
     args.source = _local_source(args.source)
     if args.num_samples < 100 or (args.truncation is not None and args.truncation <= 0):
         raise UserError("--num-samples must be >= 100 and --truncation > 0")
-    data_root, out = eval_defaults(args.source, args.data_root, args.out)
+    if args.dataset and not args.real:
+        raise UserError("--dataset goes with --real; a generator is scored against the data it was trained on")
+    out = eval_output(args.source, args.out)
     if args.real:
-        result = evaluate_real(args.num_samples, args.seed, data_root)
+        result = evaluate_real(args.num_samples, args.seed, args.dataset, args.data_root or "data", args.classifier)
     else:
-        result = evaluate(args.source, args.num_samples, args.seed, data_root, args.truncation)
+        result = evaluate(args.source, args.num_samples, args.seed, args.data_root, args.classifier, args.truncation)
     if result is not None:  # the main process
         text = json.dumps(result, indent=1)
         out.write_text(text + "\n")
@@ -146,14 +157,19 @@ def _eval(args: argparse.Namespace) -> None:
 
 
 def _train_classifier(args: argparse.Namespace) -> None:
-    from dcgan.classifier_train import train_classifier
+    from dcgan.classifier_train import Recipe, train_classifier
+    from dcgan.config import load_config
 
-    if min(args.epochs, args.batch_size, args.threads) < 1 or args.lr <= 0 or args.limit < 0:
-        raise UserError("--epochs, --batch-size and --threads must be >= 1, --lr > 0, --limit >= 0")
-    training = train_classifier(
-        args.data_root, args.out, args.seed, args.epochs, args.batch_size, args.lr, args.threads, args.limit
-    )
-    print(f"wrote {args.out} (test accuracy {training['test_accuracy']:.2%})")
+    if min(args.epochs, args.batch_size, args.threads) < 1 or args.lr <= 0:
+        raise UserError("--epochs, --batch-size and --threads must be >= 1, --lr > 0")
+    data = load_config(None, [  # validated as a training run's data is
+        f"data.name={args.dataset}", f"data.root={args.data_root}", f"data.image_size={args.image_size}",
+        f"data.channels={args.channels}", f"data.limit={args.limit}",
+    ]).data  # fmt: skip
+    out = args.out or Path(f"{args.name or args.dataset}_classifier.safetensors")
+    recipe = Recipe(args.seed, args.epochs, args.batch_size, args.lr, args.threads)
+    training = train_classifier(data, out, recipe, args.name)
+    print(f"wrote {out} (test accuracy {training['test_accuracy']:.2%})")
 
 
 def _export(args: argparse.Namespace) -> None:

@@ -32,34 +32,64 @@ def may_change(default: Any = dataclasses.MISSING, *, default_factory: Any = dat
 class DataConfig:
     """The training images: which dataset, where it lives, how it is fed to the networks."""
 
-    name: Literal["mnist"] = "mnist"
-    """Dataset; only MNIST for now."""
+    name: Literal["mnist", "fashion_mnist", "folder"] = "mnist"
+    """Dataset: MNIST or Fashion-MNIST (IDX files, 28x28 grey), or `folder`: your own images under `root`."""
     root: str = may_change("data")
-    """Folder in torchvision's layout (`ROOT/MNIST/raw/*-ubyte`). Where the data is, not what it is, so a
-    resumed run may find it elsewhere (another node's mount); the number of images is still checked."""
+    """mnist, fashion_mnist: a folder in torchvision's layout (`ROOT/MNIST/raw/*-ubyte`, `ROOT/FashionMNIST/raw/`);
+    folder: the folder of images (png, jpg, jpeg, webp, bmp; searched recursively; when it holds no images
+    itself, each first-level subfolder is a class). Where the data is, not what it is, so a resumed run may
+    find it elsewhere (another node's mount); the number of images is still checked."""
     download: bool = may_change(True)
-    """Download into `root` when the files are missing (main process only)."""
+    """Download MNIST or Fashion-MNIST into `root` when the files are missing (main process only)."""
     pixel_range: Literal["signed", "unit"] = "signed"
     """`signed` feeds [-1, 1]; `unit` feeds [0, 1], as the tutorial did: with this generator, which has
     no biases, [0, 1] trained better (README, Results)."""
     limit: int = 0
-    """Use only the first `limit` training images (0 = all); for smoke tests and debugging."""
+    """Use only the first `limit` training images (0 = all; a folder's in sorted path order); for smoke tests."""
+    image_size: int = 28
+    """Side of the square images: 28, 32 or 64. Folder images are resized on their short side and
+    centre-cropped to it once, at load; MNIST and Fashion-MNIST are 28."""
+    channels: int = 1
+    """1 (grey) or 3 (RGB); folder images are converted at load; MNIST and Fashion-MNIST have 1."""
+    skip_bad_images: bool = False
+    """folder: skip unreadable or truncated files (counted, the first few named at start) instead of stopping."""
+    device_budget_gb: float = may_change(4.0)
+    """Keep the training images on the training device when they take at most this many GB (as uint8);
+    a larger set stays in host memory and each batch is copied over."""
 
     def validate(self) -> None:
         _check(self.limit >= 0, "data.limit", "must be >= 0 (0 uses the whole split)")
+        _check(self.image_size in IMAGE_SIZES, "data.image_size", f"must be 28, 32 or 64, got {self.image_size}")
+        _check(self.channels in (1, 3), "data.channels", f"must be 1 (grey) or 3 (RGB), got {self.channels}")
+        _check(self.device_budget_gb >= 0, "data.device_budget_gb", "must be >= 0 (0 keeps the images in host memory)")
+        idx = self.name != "folder"
+        _check(
+            not idx or (self.image_size, self.channels) == (28, 1),
+            "data.image_size" if self.image_size != 28 else "data.channels",
+            f"{self.name} is 28x28 grey: use data.image_size=28 and data.channels=1 (other sizes: data.name=folder)",
+        )
+
+
+IMAGE_SIZES = (28, 32, 64)
 
 
 @dataclass
 class ModelConfig:
     """The generator and discriminator."""
 
-    name: Literal["dcgan", "mlp"] = "dcgan"
-    """Architecture (dcgan/models.py): the tutorial's DCGAN, or its fully connected GAN (`mlp`, Sigmoid output)."""
+    name: Literal["auto", "dcgan", "dcgan_paper", "mlp"] = "auto"
+    """Architecture (dcgan/models/): `auto` follows data.image_size (dcgan at 28 px, dcgan_paper at 32 and 64);
+    `dcgan` the tutorial's 28x28 DCGAN; `dcgan_paper` the DCGAN paper's G/D family for 32x32 and 64x64;
+    `mlp` the tutorial's fully connected GAN (28x28 grey, Sigmoid output)."""
     z_dim: int = 100
     """Length of the generator's noise vector."""
+    width: int = 64
+    """dcgan_paper: base channel count, G's last hidden layer and D's first; the deeper layers have 2, 4
+    (and at 64 px 8) times as many."""
 
     def validate(self) -> None:
         _check(self.z_dim >= 1, "model.z_dim", "must be >= 1")
+        _check(self.width >= 1, "model.width", "must be >= 1")
 
 
 @dataclass
@@ -212,9 +242,13 @@ class EvalConfig:
     """Sample-quality metrics during training."""
 
     every_epochs: int = 1
-    """Score G (fid_mnist, KID, IS, coverage, precision/recall) every this many epochs and after the last; 0 = off."""
+    """Score G (fid_<network>, KID, IS, coverage, precision/recall) every this many epochs and after the last;
+    0 = off."""
     num_samples: int = 10_000
     """Generated images per evaluation, shared across ranks; metrics depend on it, so compare runs at equal N."""
+    classifier: str = ""
+    """Feature network file behind the metrics (made by `dcgan train-classifier`); empty = the one shipped
+    for data.name (mnist, fashion_mnist). A folder has none: evaluation is then off unless this is set."""
 
     def validate(self) -> None:
         _check(self.every_epochs >= 0, "eval.every_epochs", "must be >= 0 (0 = off)")
@@ -253,6 +287,19 @@ class Config:
             section = getattr(self, f.name)
             if dataclasses.is_dataclass(section):
                 section.validate()
+        _check_architecture(self.model, self.data)
+
+
+def _check_architecture(model: ModelConfig, data: DataConfig) -> None:
+    """An explicitly named model must be able to make the data's images."""
+    shape = f"data.image_size={data.image_size}, data.channels={data.channels}"
+    fits = {
+        "dcgan": (data.image_size == 28, f"the tutorial's dcgan makes 28x28 images ({shape})"),
+        "dcgan_paper": (data.image_size != 28, f"dcgan_paper makes 32x32 or 64x64 images ({shape})"),
+        "mlp": ((data.image_size, data.channels) == (28, 1), f"the mlp makes 28x28 grey images ({shape})"),
+    }
+    ok, why = fits.get(model.name, (True, ""))
+    _check(ok, "model.name", f"{why}; use model.name=auto to follow the data")
 
 
 def _check(ok: bool, key: str, message: str) -> None:

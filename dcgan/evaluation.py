@@ -2,7 +2,8 @@
 
 Sample i always comes from the same noise (chunk i // CHUNK of a seeded stream), whichever rank makes it,
 so 1 and N processes score the same images. Used at epoch ends during training (`Evaluator`, called from
-the trainer) and by `dcgan eval` (`evaluate`).
+the trainer) and by `dcgan eval` (dcgan/eval_cli.py). The feature network is the data's
+(dcgan/classifier.py), and the metrics carry its name: fid_mnist, fid_fashion_mnist, ...
 """
 
 from __future__ import annotations
@@ -20,9 +21,9 @@ from accelerate.utils import broadcast
 from torch import nn
 
 from dcgan import checkpoint
-from dcgan.classifier import FEATURE_DIM, MNISTClassifier, embed_and_classify, load_classifier
-from dcgan.config import Config, DataConfig, load_config
-from dcgan.data import ensure_dataset, from_model_range, load_images
+from dcgan.classifier import FEATURE_DIM, FeatureNetwork, embed_and_classify, network_for
+from dcgan.config import Config
+from dcgan.data import from_model_range
 from dcgan.metrics import (
     class_coverage,
     frechet_distance,
@@ -31,7 +32,7 @@ from dcgan.metrics import (
     mean_and_covariance,
     precision_recall,
 )
-from dcgan.reference import Reference, reference_of_test_split
+from dcgan.reference import Reference, reference_for
 from dcgan.rng import derive_seed
 from dcgan.sampling import sample_noise
 
@@ -39,32 +40,41 @@ if TYPE_CHECKING:
     from dcgan.tracking import RunLog
 
 CHUNK = 500  # images per generator call; also the unit of work handed to ranks
-BEST = "best"  # checkpoints/best/: a copy of the checkpoint with the lowest fid_mnist so far, and best.json
-LOGGED = ("fid_mnist", "kid", "is_mnist", "coverage_min", "precision", "recall")
+BEST = "best"  # checkpoints/best/: a copy of the checkpoint with the lowest fid so far, and best.json
 
 
-def score(features: torch.Tensor, probs: torch.Tensor, reference: Reference, seed: int = 0) -> dict[str, Any]:
-    """All metrics of generated features/probabilities against the reference (see dcgan/metrics.py).
+def logged_keys(network: str) -> tuple[str, ...]:
+    """The metrics logged (as eval/<key>) and printed, named for the feature network where they depend on it."""
+    return (f"fid_{network}", "kid", f"is_{network}", "coverage_min", "precision", "recall")
+
+
+def score(
+    features: torch.Tensor, probs: torch.Tensor, reference: Reference, seed: int = 0, network: str = "mnist"
+) -> dict[str, Any]:
+    """All metrics of generated features/probabilities against the reference (see dcgan/metrics.py), in the
+    space of the feature network called `network`.
 
     Non-finite features (a diverged G) give NaN metrics instead of an error in the eigen-decomposition.
     """
     if not torch.isfinite(features).all():
-        return dict.fromkeys((*LOGGED, "kid_std"), math.nan) | {"coverage": [], "num_samples": len(features)}
+        nan = dict.fromkeys((*logged_keys(network), "kid_std"), math.nan)
+        return nan | {"coverage": [], "num_samples": len(features), "network": network}
     reference = reference.to(features.device)
     mu, sigma = mean_and_covariance(features)
     kid, kid_std = kernel_inception_distance(reference.features, features, seed=seed)
     precision, recall = precision_recall(reference.features, features, reference.radii)
     coverage = class_coverage(probs, reference.shares)
     return {
-        "fid_mnist": frechet_distance(mu, sigma, reference.mu, reference.sigma),
+        f"fid_{network}": frechet_distance(mu, sigma, reference.mu, reference.sigma),
         "kid": kid,
         "kid_std": kid_std,
-        "is_mnist": inception_score(probs),
+        f"is_{network}": inception_score(probs),
         "coverage_min": coverage.min().item(),
         "precision": precision,
         "recall": recall,
         "coverage": [round(c, 4) for c in coverage.tolist()],
         "num_samples": len(features),
+        "network": network,
     }
 
 
@@ -72,7 +82,7 @@ def score(features: torch.Tensor, probs: torch.Tensor, reference: Reference, see
 def embed_generated(
     generator: nn.Module,
     pixel_range: str,
-    classifier: MNISTClassifier,
+    classifier: FeatureNetwork,
     num_samples: int,
     seed: int,
     accelerator: Accelerator,
@@ -84,12 +94,13 @@ def embed_generated(
     Ranks with fewer real chunks pad with zeros (gather needs equal sizes); the padding is cut off.
     """
     device, ranks = accelerator.device, accelerator.num_processes
+    width = FEATURE_DIM + len(classifier.spec.classes)
     chunks = math.ceil(num_samples / CHUNK)
     per_rank = math.ceil(chunks / ranks)
     rows = []
     for chunk in range(accelerator.process_index * per_rank, (accelerator.process_index + 1) * per_rank):
         if chunk >= chunks:
-            rows.append(torch.zeros(CHUNK, FEATURE_DIM + 10, device=device))
+            rows.append(torch.zeros(CHUNK, width, device=device))
             continue
         stream = torch.Generator().manual_seed(derive_seed(seed, "eval", chunk))
         noise = sample_noise(CHUNK, generator.z_dim, stream, truncation).to(device)
@@ -111,20 +122,34 @@ def _rank0_generator(generator: nn.Module, accelerator: Accelerator) -> nn.Modul
 
 
 class Evaluator:
-    """Scores G every `eval.every_epochs` epochs and after the last one; keeps the best checkpoint by fid_mnist."""
+    """Scores G every `eval.every_epochs` epochs and after the last one; keeps the best checkpoint by fid.
+
+    Without a feature network for the data (a folder, no eval.classifier) evaluation is off, and the
+    main process says so once.
+    """
 
     def __init__(self, cfg: Config, accelerator: Accelerator, run_dir: Path):
         self.cfg, self.accelerator, self.run_dir = cfg, accelerator, run_dir
-        self.classifier: MNISTClassifier | None = None
+        self.classifier: FeatureNetwork | None = None
         self.reference: Reference | None = None
         self.last: dict[str, float] = {}  # the newest evaluation's logged values (main process)
-        if cfg.eval.every_epochs:  # a missing or damaged network stops the run now, not after an epoch
-            classifier, meta = load_classifier()
-            self.classifier, self.classifier_sha256 = classifier.to(accelerator.device), meta["sha256"]
+        if not cfg.eval.every_epochs:
+            return
+        # A missing, damaged or mismatched network stops the run now, not after an epoch.
+        chosen = network_for(cfg.data, cfg.eval.classifier, required=False)
+        if chosen is not None:
+            self.classifier, self.classifier_sha256 = chosen[0].to(accelerator.device), chosen[1]["sha256"]
+        elif accelerator.is_main_process:
+            print(
+                f"eval: off, no feature network ships for data.name={cfg.data.name}: make one from labelled "
+                f"subfolders with dcgan train-classifier --dataset {cfg.data.name} and set eval.classifier=FILE "
+                "(eval.every_epochs=0 silences this)",
+                flush=True,
+            )
 
     def due(self, epoch: int) -> bool:
         every = self.cfg.eval.every_epochs
-        return every > 0 and (epoch % every == 0 or epoch == self.cfg.train.epochs)
+        return self.classifier is not None and every > 0 and (epoch % every == 0 or epoch == self.cfg.train.epochs)
 
     def epoch_end(self, generator: nn.Module, step: int, epoch: int, log: RunLog) -> None:
         """A collective at the end of `epoch` (every rank calls it); the main process logs and keeps the best."""
@@ -141,22 +166,22 @@ class Evaluator:
         if not acc.is_main_process:
             return
         if self.reference is None:
-            self.reference = reference_of_test_split(
-                DataConfig(root=cfg.data.root), self.classifier, self.classifier_sha256
-            )
-        values = score(features, probs, self.reference, seed)
+            self.reference = reference_for(cfg.data, self.classifier, self.classifier_sha256)
+        network = self.classifier.spec.name
+        values = score(features, probs, self.reference, seed, network)
         seconds = time.perf_counter() - started
-        logged = {f"eval/{k}": values[k] for k in LOGGED} | {"eval/seconds": seconds, "epoch": epoch}
+        keys = logged_keys(network)
+        logged = {f"eval/{k}": values[k] for k in keys} | {"eval/seconds": seconds, "epoch": epoch}
         self.last = {**logged, "step": step}
         best = self._keep_best(values, step, epoch)
-        shown = " ".join(f"{k} {values[k]:.4g}" for k in LOGGED)
+        shown = " ".join(f"{k} {values[k]:.4g}" for k in keys)
         log.record(logged, step, f"eval epoch {epoch} step {step}: {shown} ({seconds:.1f} s){' best' if best else ''}")
 
     def _keep_best(self, values: dict[str, Any], step: int, epoch: int) -> bool:
-        """Copy this step's checkpoint to checkpoints/best/ if its fid_mnist beats the kept one's."""
+        """Copy this step's checkpoint to checkpoints/best/ if its fid beats the kept one's."""
         root = self.run_dir / "checkpoints"
         record = root / BEST / "best.json"
-        if not values["fid_mnist"] < _kept_fid(record):  # also false for NaN
+        if not values[f"fid_{values['network']}"] < _kept_fid(record):  # also false for NaN
             return False
         source = root / checkpoint.checkpoint_name(step)
         if not source.is_dir():  # the save was skipped (non-finite losses): nothing to keep
@@ -167,77 +192,11 @@ class Evaluator:
 
 
 def _kept_fid(record: Path) -> float:
-    """fid_mnist of the kept best checkpoint; infinity if there is none (or its record is unreadable)."""
+    """fid of the kept best checkpoint; infinity if there is none (or its record is unreadable).
+
+    Records written before metrics carried their network's name are MNIST's."""
     try:
-        return float(json.loads(record.read_text())["fid_mnist"])
-    except (OSError, ValueError, KeyError, TypeError):
+        kept = json.loads(record.read_text())
+        return float(kept[f"fid_{kept.get('network', 'mnist')}"])
+    except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return math.inf
-
-
-def evaluate(
-    source: Path,
-    num_samples: int = 10_000,
-    seed: int = 0,
-    data_root: str = "data",
-    truncation: float | None = None,
-) -> dict[str, Any] | None:
-    """`dcgan eval`: metrics of a generator file or run folder (under any launcher); the result on the main process."""
-    from dcgan.distributed import make_accelerator
-    from dcgan.sampling import load_generator, resolve_generator_file
-
-    accelerator = make_accelerator(Config())
-    file = resolve_generator_file(source)
-    generator, pixel_range = load_generator(file)
-    classifier, meta = load_classifier()
-    started = time.perf_counter()
-    features, probs = embed_generated(
-        generator.to(accelerator.device), pixel_range, classifier.to(accelerator.device),
-        num_samples, seed, accelerator, truncation,
-    )  # fmt: skip
-    if not accelerator.is_main_process:
-        return None
-    reference = reference_of_test_split(DataConfig(root=data_root), classifier, meta["sha256"])
-    values = score(features, probs, reference, seed)
-    return {
-        **values,
-        "generator": str(file),
-        "seed": seed,
-        "truncation": truncation,
-        "processes": accelerator.num_processes,
-        "classifier_sha256": meta["sha256"],
-        "seconds": round(time.perf_counter() - started, 2),
-    }
-
-
-def evaluate_real(num_samples: int = 10_000, seed: int = 0, data_root: str = "data") -> dict[str, Any]:
-    """The same metrics for `num_samples` random MNIST training images: the floor a perfect generator reaches."""
-    data = DataConfig(root=data_root)
-    ensure_dataset(data)
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    classifier, meta = load_classifier()
-    classifier.to(device)
-    images = load_images(data, train=True)
-    pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num_samples]
-    features, probs = embed_and_classify(classifier, images[pick].float().div(255).unsqueeze(1))
-    reference = reference_of_test_split(data, classifier, meta["sha256"])
-    return {**score(features, probs, reference, seed), "generator": "MNIST training split", "seed": seed,
-            "classifier_sha256": meta["sha256"]}  # fmt: skip
-
-
-def eval_defaults(source: Path | None, data_root: str | None, out: Path | None) -> tuple[str, Path]:
-    """`dcgan eval`'s data root (given, else the run's data.root, else data) and output file (given, else
-    eval.json in the run or checkpoint folder, else FILE.eval.json beside a generator file)."""
-    if data_root is None:
-        data_root = "data"
-        if source is not None:
-            folder = source if source.is_dir() else source.parent
-            for candidate in (folder, folder.parent.parent):  # a run folder, or a checkpoint inside one
-                if (candidate / "config.yaml").is_file():
-                    data_root = str(load_config(candidate / "config.yaml").data.root)
-                    break
-    if out is None:
-        if source is None:
-            out = Path("eval_real.json")
-        else:
-            out = source / "eval.json" if source.is_dir() else source.with_suffix(".eval.json")
-    return data_root, out

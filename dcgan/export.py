@@ -47,6 +47,7 @@ def export_model(source: Path, out_dir: Path) -> Path:
         "dcgan_version": __version__,
         "format": metadata.get("format"),
         "model": json.loads(metadata["model"]),
+        "data": json.loads(metadata.get("data", '{"name": "mnist", "image_size": 28, "channels": 1}')),
         "pixel_range": pixel_range,
         "weights": metadata.get("weights", "last"),
         "step": int(metadata.get("step", 0)),
@@ -96,7 +97,7 @@ def _metrics_of(run_dir: Path | None, file: Path) -> tuple[dict[str, Any], str]:
 
 def model_card(config: dict[str, Any], measured_by: str) -> str:
     recipe = config.get("recipe") or {}
-    train, data = recipe.get("train", {}), recipe.get("data", {})
+    train, data = recipe.get("train", {}), config["data"]
     metrics = {k: v for k, v in config["metrics"].items() if isinstance(v, (int, float)) and k != "seed"}
     table = "\n".join(f"| {k} | {v:.4g} |" for k, v in metrics.items())
     measured = f"Measured by {measured_by}:\n\n| metric | value |\n| --- | --- |\n{table}" if metrics else measured_by
@@ -114,7 +115,8 @@ tags:
 - {data.get("name", "mnist")}
 ---
 
-# DCGAN generator ({config["model"].get("name", "dcgan")}, {data.get("name", "mnist")})
+# DCGAN generator ({config["model"].get("name", "dcgan")}, {data.get("name", "mnist")}, \
+{data.get("image_size", 28)} px, {data.get("channels", 1)} channel(s))
 
 A generator trained with the `dcgan` framework for {config["step"]} steps
 ({train.get("epochs", "?")} epochs configured, batch {train.get("batch_size", "?")} per process).

@@ -1,9 +1,10 @@
 """Sample-quality metrics on feature vectors and class probabilities (pure functions, no I/O).
 
-The features come from the MNIST classifier (dcgan/classifier.py), so these are MNIST-specific versions
-of the usual metrics: `fid_mnist` is a Fréchet distance in that network's 128-d feature space, not the
-Inception FID, and its numbers are not comparable with published FIDs. Lower is better for fid_mnist
-and KID; higher for the others. Every value depends on the sample size, so compare runs at equal N.
+The features come from a feature network trained on the data itself (dcgan/classifier.py), so these are
+dataset-specific versions of the usual metrics: `fid_mnist` is a Fréchet distance in the MNIST network's
+224-d feature space, not the Inception FID, and its numbers are not comparable with published FIDs.
+Lower is better for fid and KID; higher for the others. Every value depends on the sample size, so
+compare runs at equal N.
 """
 
 from __future__ import annotations
@@ -70,7 +71,8 @@ def kernel_inception_distance(
 
 
 def inception_score(probs: torch.Tensor) -> float:
-    """exp(E_x KL(p(y|x) || p(y))) with the MNIST classifier: from 1 (one class, or unsure) to 10 (sure, balanced)."""
+    """exp(E_x KL(p(y|x) || p(y))) with the feature network: from 1 (one class, or unsure) to the number of
+    classes (sure, balanced)."""
     p = probs.double().clamp(min=1e-12)
     marginal = p.mean(0, keepdim=True)
     return math.exp((p * (p.log() - marginal.log())).sum(1).mean().item())
@@ -83,8 +85,11 @@ def class_shares(probs: torch.Tensor, classes: int = 10) -> torch.Tensor:
 
 
 def class_coverage(fake_probs: torch.Tensor, real_shares: torch.Tensor) -> torch.Tensor:
-    """Per class, the generated share over the real share: 1 everywhere is perfect, 0 is a missing digit."""
-    return class_shares(fake_probs, len(real_shares)) / real_shares.double().cpu()
+    """Per class the real images hold, the generated share over the real share: 1 everywhere is perfect,
+    0 is a missing class. Classes the network knows but the real images lack (part of a folder) are left out."""
+    real = real_shares.double().cpu()
+    present = real > 0
+    return class_shares(fake_probs, len(real))[present] / real[present]
 
 
 def knn_radii(features: torch.Tensor, k: int = 3, chunk: int = 2048) -> torch.Tensor:

@@ -43,6 +43,12 @@ def make_gif(samples_dir: Path, out: Path) -> int:
     frames = sorted(samples_dir.glob("step_*.png"))
     if not frames:
         raise UserError(f"no sample grids in {samples_dir}/ to make a GIF from; has the run saved any?")
-    images = [Image.open(path).convert("L") for path in frames]
+    images = [_frame(path) for path in frames]
     images[0].save(out, save_all=True, append_images=images[1:], duration=GIF_FRAME_MS, loop=0)
     return len(images)
+
+
+def _frame(path: Path) -> Image.Image:
+    """A grid as a loaded grey or RGB image (GIF frames of one mode)."""
+    with Image.open(path) as image:
+        return image.convert("RGB" if image.mode == "RGB" else "L")

@@ -1,13 +1,15 @@
-"""The shareable generator file and what is made from it: grids (PNG) and digit arrays (.npy).
+"""The shareable generator file and what is made from it: grids (PNG), arrays (.npy), folders of PNGs.
 
-`generator.safetensors` holds G's weights and BatchNorm buffers; its metadata holds the model config
-and the pixel range it was trained on, so it loads with no training code, config or pickle.
+`generator.safetensors` holds G's weights and BatchNorm buffers; its metadata holds the model config,
+the data it was trained on (dataset, image size, channels) and the pixel range, so it loads with no
+training code, config or pickle.
 """
 
 from __future__ import annotations
 
 import json
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -26,6 +28,7 @@ from dcgan.models import build_generator
 
 GENERATOR_FILE = "generator.safetensors"
 EXPORTED_FILE = "model.safetensors"  # in a folder written by `dcgan export` (dcgan/export.py)
+GENERATOR_DATA_KEYS = ("name", "image_size", "channels", "limit")  # what G learnt; older files: all of MNIST
 
 
 def generator_metadata(cfg: Config, step: int, weights: str = "last") -> dict[str, str]:
@@ -33,6 +36,7 @@ def generator_metadata(cfg: Config, step: int, weights: str = "last") -> dict[st
     return {
         "format": GENERATOR_FORMAT,
         "model": json.dumps(to_dict(cfg.model)),
+        "data": json.dumps({k: getattr(cfg.data, k) for k in GENERATOR_DATA_KEYS}),
         "pixel_range": cfg.data.pixel_range,
         "step": str(step),
         "weights": weights,
@@ -63,8 +67,19 @@ def resolve_generator_file(path: Path) -> Path:
     raise UserError(f"{path} does not exist; pass a run folder or a {GENERATOR_FILE} file")
 
 
+def generator_data(meta: dict[str, str]) -> dict:
+    """The data a generator file's G was trained on (dataset name, image size, channels, limit)."""
+    return {"name": "mnist", "image_size": 28, "channels": 1, "limit": 0} | json.loads(meta.get("data", "{}"))
+
+
 def load_generator(path: Path) -> tuple[nn.Module, str]:
     """(generator in eval mode on CPU, its pixel range) from a file written by `export_generator`."""
+    generator, meta = load_generator_and_metadata(path)
+    return generator, meta.get("pixel_range", "signed")
+
+
+def load_generator_and_metadata(path: Path) -> tuple[nn.Module, dict[str, str]]:
+    """(generator in eval mode on CPU, the file's metadata), from a generator file or run folder."""
     file = resolve_generator_file(path)
     tensors, meta = read_weights(file)
     # A checkpoint's generator.safetensors carries the same model metadata under the checkpoint format.
@@ -72,11 +87,12 @@ def load_generator(path: Path) -> tuple[nn.Module, str]:
         raise UserError(f"{file} is not a dcgan generator (no '{GENERATOR_FORMAT}' metadata)")
     try:
         model_cfg = ModelConfig(**json.loads(meta["model"]))
-        generator = build_generator(model_cfg)
+        data = generator_data(meta)
+        generator = build_generator(model_cfg, data["image_size"], data["channels"])
         generator.load_state_dict(tensors)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise UserError(f"{file} does not match the generator its metadata describes ({e})") from None
-    return generator.eval(), meta.get("pixel_range", "signed")
+    return generator.eval(), meta
 
 
 def sample_noise(n: int, z_dim: int, stream: torch.Generator, truncation: float | None = None) -> torch.Tensor:
@@ -109,13 +125,13 @@ def render(generator: nn.Module, noise: torch.Tensor, pixel_range: str) -> torch
 def generate(
     generator: nn.Module, n: int, seed: int, pixel_range: str, truncation: float | None = None
 ) -> torch.Tensor:
-    """n images in [0, 1], shape (n, 1, 28, 28), from a seeded (optionally truncated) noise stream."""
+    """n images in [0, 1], shape (n, C, H, W), from a seeded (optionally truncated) noise stream."""
     noise = sample_noise(n, generator.z_dim, torch.Generator().manual_seed(seed), truncation)
     return render(generator, noise, pixel_range)
 
 
 def make_grid(images: torch.Tensor, padding: int = 2) -> torch.Tensor:
-    """(N, 1, H, W) -> one square-ish (1, H', W') grid, `padding` black pixels around every image.
+    """(N, C, H, W) -> one square-ish (C, H', W') grid, `padding` black pixels around every image.
 
     The same layout as torchvision's make_grid; written with einops because importing torchvision
     costs ~3 s per process (it imports torch._dynamo), paid by every rank and every CLI call.
@@ -133,22 +149,46 @@ def to_uint8(images: torch.Tensor) -> torch.Tensor:
     return images.mul(255).round().clamp(0, 255).to(torch.uint8)
 
 
+def to_pixels(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) in [0, 1] -> uint8 (N, H, W) grey or (N, H, W, 3) RGB: what PNG files and .npy users expect."""
+    pixels = to_uint8(images).cpu()
+    return (pixels[:, 0] if pixels.shape[1] == 1 else rearrange(pixels, "n c h w -> n h w c")).numpy()
+
+
 def save_grid(images: torch.Tensor, path: Path) -> torch.Tensor:
-    """Write a square-ish grayscale PNG grid of (N, 1, H, W) images in [0, 1]; returns the (1, H, W) grid."""
+    """Write a square-ish PNG grid (grey or RGB) of (N, C, H, W) images in [0, 1]; returns the (C, H', W') grid."""
     path.parent.mkdir(parents=True, exist_ok=True)
     grid = make_grid(images)
-    Image.fromarray(to_uint8(grid[0]).numpy(), mode="L").save(path)
+    Image.fromarray(to_pixels(grid[None])[0]).save(path)
     return grid
 
 
-def write_samples(images: torch.Tensor, out: Path) -> None:
-    """`.png`: one grid; `.npy`: uint8 (N, 28, 28), white digit on black like MNIST itself."""
-    suffix = out.suffix.lower()
+def write_samples(images: torch.Tensor, out: str | Path) -> str:
+    """`DIR/` (or an existing folder): numbered PNGs, one per image; `.png`: one grid; `.npy`: uint8
+    (N, H, W) or (N, H, W, 3). Returns what was written, in words."""
+    path = Path(out)
+    if os.fspath(out).endswith(("/", os.sep)) or path.is_dir():
+        return _write_png_folder(images, path)
+    suffix = path.suffix.lower()
     if suffix == ".png":
-        save_grid(images, out)
-    elif suffix == ".npy":
-        out.parent.mkdir(parents=True, exist_ok=True)
-        array = to_uint8(images[:, 0]).numpy()
-        np.save(out, array)
-    else:
-        raise UserError(f"--out {out}: use a .png (grid) or .npy (uint8 array) file name")
+        save_grid(images, path)
+        return f"a grid of {len(images)} samples to {path}"
+    if suffix == ".npy":
+        path.parent.mkdir(parents=True, exist_ok=True)
+        np.save(path, to_pixels(images))
+        return f"{len(images)} samples to {path}"
+    raise UserError(f"--out {out}: use a folder (DIR/), a .png (grid) or a .npy (uint8 array) file name")
+
+
+def _write_png_folder(images: torch.Tensor, folder: Path) -> str:
+    """Numbered PNG files (000000.png, ...): the input FID tools expect. A folder with PNGs in it is refused, so
+    no sample of an earlier call is scored with these."""
+    if folder.is_dir() and any(folder.glob("*.png")):
+        raise UserError(f"--out {folder}/ already holds PNG files; choose an empty or new folder")
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise UserError(f"--out {folder}/: cannot create the folder ({e.strerror})") from None
+    for i, pixels in enumerate(to_pixels(images)):
+        Image.fromarray(pixels).save(folder / f"{i:06d}.png")
+    return f"{len(images)} numbered PNG files to {folder}/"

@@ -20,12 +20,11 @@ from typing import Any
 import accelerate
 import torch
 from accelerate import Accelerator
-from einops import rearrange
 from tqdm import tqdm
 
 from dcgan import __version__, hardware
 from dcgan.config import Config, change_lines, to_dict, to_flat_dict
-from dcgan.sampling import to_uint8
+from dcgan.sampling import to_pixels, to_uint8
 
 WANDB_ID_FILE = "wandb_run_id"
 HISTORY_FILE = "run_history.jsonl"  # one line per start of the run: where, on what, and what changed
@@ -198,17 +197,16 @@ class RunLog:
         return f"step {step}/{self.total_steps} {shown} eta {_duration(eta)}"
 
     def image(self, grid: torch.Tensor, step: int) -> None:
-        """Send a (1, H, W) grid in [0, 1] to the tracker as uint8 (W&B shows float grids black)."""
+        """Send a (C, H, W) grid in [0, 1] to the tracker as uint8 (W&B shows float grids black)."""
         if not (self.trackers_on and self.main):
             return
-        pixels = to_uint8(grid).cpu()
         try:
             if self.cfg.log.tracker == "wandb":
                 tracker = self.accelerator.get_tracker("wandb")
-                tracker.log_images({"samples": [rearrange(pixels, "1 h w -> h w").numpy()]}, step=step)
+                tracker.log_images({"samples": [to_pixels(grid[None])[0]]}, step=step)
             else:
                 tracker = self.accelerator.get_tracker("tensorboard")
-                tracker.log_images({"samples": pixels[None]}, step=step, dataformats="NCHW")
+                tracker.log_images({"samples": to_uint8(grid).cpu()[None]}, step=step, dataformats="NCHW")
         except Exception as e:  # noqa: BLE001
             self._tracker_failed("image logging", e)
 

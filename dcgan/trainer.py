@@ -16,7 +16,7 @@ import yaml
 
 from dcgan import checkpoint
 from dcgan.config import Config, change_lines, to_dict
-from dcgan.data import ShardedBatches, ensure_dataset, load_images, to_model_range
+from dcgan.data import ImageStore, ShardedBatches, ensure_dataset, load_dataset, to_model_range
 from dcgan.distributed import bare_model, configure_backends, hot_optimizer, make_accelerator, memory_format, on_main
 from dcgan.ema import GeneratorAverage
 from dcgan.errors import Stopped, UserError
@@ -49,12 +49,13 @@ class Trainer:
 
     def _build(self) -> None:
         cfg, acc = self.cfg, self.accelerator
-        self.images = load_images(cfg.data).to(acc.device)
+        dataset = load_dataset(cfg.data)
+        self.images = ImageStore(dataset.images, acc.device, cfg.data.device_budget_gb, acc.is_main_process)
         self.batches = ShardedBatches(
             len(self.images), cfg.train.batch_size, acc.num_processes, acc.process_index, cfg.seed
         )
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        generator, discriminator = build_models(cfg.model)
+        generator, discriminator = build_models(cfg.model, dataset.image_size, dataset.channels)
         if cfg.train.sync_batchnorm and acc.num_processes > 1:
             generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
             discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
@@ -231,8 +232,8 @@ class Trainer:
         """
         p, per_epoch = self.progress, self.batches.steps_per_epoch
         if self._order is None or self._order_epoch != p.epoch:
-            self._order, self._order_epoch = self.batches.indices(p.epoch).to(self.accelerator.device), p.epoch
-        real = to_model_range(self.images[self._order[p.batch_in_epoch]], self.cfg.data.pixel_range)
+            self._order, self._order_epoch = self.batches.indices(p.epoch).to(self.images.index_device), p.epoch
+        real = to_model_range(self.images.batch(self._order[p.batch_in_epoch]), self.cfg.data.pixel_range)
         values = self.train_step(real, measure=measure)
         if self.average is not None:
             self.average.update(p.step)

@@ -1,4 +1,4 @@
-"""Shared helpers: where the test MNIST lives, and running the real entry points as subprocesses."""
+"""Shared helpers: where the test MNIST lives, running the real entry points as subprocesses, image folders."""
 
 from __future__ import annotations
 
@@ -9,12 +9,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
+from PIL import Image
 from safetensors.torch import load_file
 
 from dcgan.config import DataConfig
-from dcgan.data import ensure_dataset
+from dcgan.data import Dataset, ensure_dataset, load_dataset
 from dcgan.errors import UserError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -98,3 +100,20 @@ def data_root() -> Path:
     except UserError as e:
         pytest.fail(f"{e} (or set DCGAN_TEST_DATA to a folder holding MNIST/raw/)")
     return DATA_ROOT
+
+
+def write_png(path: Path, pixels) -> None:
+    """Write a uint8-valued array, (H, W) grey or (H, W, 3) RGB, as a PNG file (folders made as needed)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    Image.fromarray(np.asarray(pixels).astype(np.uint8)).save(path)
+
+
+@pytest.fixture(scope="session")
+def fashion_pngs(tmp_path_factory, data_root) -> tuple[Path, Dataset]:
+    """The first 2,000 Fashion-MNIST training images as grey PNGs in class folders, ROOT/<label>/<index>.png,
+    and the dataset they were written from."""
+    data = load_dataset(DataConfig(name="fashion_mnist", root=str(data_root), limit=2000))
+    root = tmp_path_factory.mktemp("fashion_pngs")
+    for i, (image, label) in enumerate(zip(data.images, data.labels, strict=True)):
+        write_png(root / str(int(label)) / f"{i:05d}.png", image[0].numpy())
+    return root, data

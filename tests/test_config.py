@@ -19,7 +19,9 @@ def test_default_recipe_file_equals_builtin_defaults():
     assert to_dict(load_config(CONFIGS / "mnist.yaml")) == to_dict(Config())
 
 
-@pytest.mark.parametrize("name", ["mnist.yaml", "seed_faithful.yaml", "smoke.yaml"])
+@pytest.mark.parametrize(
+    "name", ["mnist.yaml", "seed_faithful.yaml", "smoke.yaml", "fashion_mnist.yaml", "folder_rgb64.yaml"]
+)
 def test_shipped_configs_load(name):
     load_config(CONFIGS / name)
 
@@ -73,7 +75,7 @@ def test_override_wins_over_file(tmp_path):
         ("optim.betas=[0.5]", "config key optim.betas: expected a list of 2 values"),
         ("train.mixed_precision=fp8", "config key train.mixed_precision: must be one of no, fp16, bf16"),
         ("log.tracker=mlflow", "config key log.tracker: must be one of wandb, tensorboard, none"),
-        ("data.name=cifar10", "config key data.name: must be one of mnist"),
+        ("data.name=cifar10", "config key data.name: must be one of mnist, fashion_mnist, folder"),
         ("train=3", "config key train: expected a section of keys"),
         ("train.epochs.x=3", "config key train.epochs: expected an integer"),
         ("epochs", "override 'epochs' is not KEY=VALUE"),

@@ -6,7 +6,8 @@ import torch
 
 from conftest import REPO, _env
 from dcgan.config import DataConfig
-from dcgan.data import ShardedBatches, ensure_dataset, from_model_range, load_images, to_model_range
+from dcgan.data import ShardedBatches, ensure_dataset, from_model_range, load_dataset, to_model_range
+from dcgan.data.idx import load_images
 from dcgan.errors import UserError
 
 
@@ -41,11 +42,11 @@ def test_too_few_samples_for_one_global_batch():
 
 
 def test_pixel_ranges_round_trip():
-    images = torch.tensor([[[0, 255], [128, 64]]], dtype=torch.uint8)
+    images = torch.tensor([[[[0, 255], [128, 64]]]], dtype=torch.uint8)
     for pixel_range, (low, high) in {"signed": (-1, 1), "unit": (0, 1)}.items():
         x = to_model_range(images, pixel_range)
         assert x.shape == (1, 1, 2, 2) and x.min() == low and x.max() == high
-        assert torch.allclose(from_model_range(x, pixel_range) * 255, images.float().unsqueeze(1))
+        assert torch.allclose(from_model_range(x, pixel_range) * 255, images.float())
 
 
 def test_real_mnist_loads_once_into_memory(data_root):
@@ -58,11 +59,28 @@ def test_real_mnist_loads_once_into_memory(data_root):
     assert load_images(DataConfig(root=str(data_root), limit=100)).shape == (100, 28, 28)
 
 
+def test_fashion_mnist_loads_counts_balance_and_mean(data_root):
+    from torchvision.datasets import FashionMNIST
+
+    cfg = DataConfig(name="fashion_mnist", root=str(data_root), download=False)
+    train, test = load_dataset(cfg), load_dataset(cfg, train=False)
+    assert train.images.shape == (60_000, 1, 28, 28) and test.images.shape == (10_000, 1, 28, 28)
+    assert train.images.dtype == torch.uint8 and train.labels.dtype == torch.int64
+    assert torch.bincount(train.labels).tolist() == [6000] * 10 and torch.bincount(test.labels).tolist() == [1000] * 10
+    assert train.images.float().mean().item() / 255 == pytest.approx(0.2860, abs=1e-4)  # Zalando's published mean
+    assert train.classes[0] == "T-shirt/top" and train.classes[9] == "Ankle boot"
+    assert torch.equal(train.images[:, 0], FashionMNIST(str(data_root)).data)  # what torchvision reads
+    mnist = load_dataset(DataConfig(root=str(data_root)))
+    assert not torch.equal(train.images[:100], mnist.images[:100])  # each name reads its own files
+
+
 def test_missing_data_without_download_says_where(tmp_path):
     with pytest.raises(UserError) as err:
         ensure_dataset(DataConfig(root=str(tmp_path), download=False))
     assert f"MNIST files missing in {tmp_path}/MNIST/raw/" in str(err.value)
     assert "train-images-idx3-ubyte" in str(err.value)
+    with pytest.raises(UserError, match=f"Fashion-MNIST files missing in {tmp_path}/FashionMNIST/raw/"):
+        ensure_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path), download=False))
 
 
 def test_offline_download_fails_fast_with_one_line(tmp_path):

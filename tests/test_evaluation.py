@@ -11,23 +11,24 @@ import torch
 
 from conftest import REPO, _env, read_metrics, run_train
 from dcgan import checkpoint, cli, reference
-from dcgan.classifier import load_classifier
+from dcgan.classifier import SHIPPED, load_classifier
 from dcgan.config import Config, DataConfig
-from dcgan.evaluation import BEST, Evaluator, evaluate
+from dcgan.eval_cli import evaluate, evaluate_real
+from dcgan.evaluation import BEST, Evaluator, logged_keys
 from dcgan.sampling import generate, load_generator, sample_noise
 
 EVAL = ("eval.every_epochs=1", "eval.num_samples=1100")  # 3 chunks of 500: 2 ranks get unequal shares
 
 
-def _eval_rows(run_dir: Path) -> list[dict]:
-    return [row for row in read_metrics(run_dir) if "eval/fid_mnist" in row]
+def _eval_rows(run_dir: Path, network: str = "mnist") -> list[dict]:
+    return [row for row in read_metrics(run_dir) if f"eval/fid_{network}" in row]
 
 
 def test_reference_is_cached_by_data_and_network_checksums(tmp_path, monkeypatch, data_root):
     monkeypatch.setenv("DCGAN_CACHE", str(tmp_path))
     model, record = load_classifier()
     data = DataConfig(root=str(data_root))
-    first = reference.reference_of_test_split(data, model, record["sha256"])
+    first = reference.reference_for(data, model, record["sha256"])
     (cached,) = tmp_path.glob("mnist-test-*-clf-*.safetensors")
     assert record["sha256"][:16] in cached.name
 
@@ -35,10 +36,10 @@ def test_reference_is_cached_by_data_and_network_checksums(tmp_path, monkeypatch
         raise AssertionError("recomputed despite the cache")
 
     monkeypatch.setattr(reference, "compute_reference", must_not_run)
-    again = reference.reference_of_test_split(data, model, record["sha256"])
+    again = reference.reference_for(data, model, record["sha256"])
     assert torch.equal(first.features, again.features) and first.features.shape == (10_000, 224)
     with pytest.raises(AssertionError, match="recomputed"):  # another network: another cache entry
-        reference.reference_of_test_split(data, model, "f" * 64)
+        reference.reference_for(data, model, "f" * 64)
 
 
 def test_truncated_noise_is_bounded_and_seeded():
@@ -102,6 +103,10 @@ def test_evaluation_leaves_the_training_random_streams_alone(data_root):
     assert torch.equal(torch.get_rng_state(), before)
 
 
+def _fid(value: float) -> dict:
+    return {"fid_mnist": value, "network": "mnist"}
+
+
 def test_best_checkpoint_survives_rotation_and_only_improves(tmp_path):
     root = tmp_path / "checkpoints"
     weights = {"w": torch.zeros(2)}
@@ -113,15 +118,15 @@ def test_best_checkpoint_survives_rotation_and_only_improves(tmp_path):
     cfg.eval.every_epochs = 0  # no network needed to keep checkpoints
     evaluator = Evaluator(cfg, accelerator=None, run_dir=tmp_path)
     save(10)
-    assert evaluator._keep_best({"fid_mnist": 5.0}, step=10, epoch=1)
+    assert evaluator._keep_best(_fid(5.0), step=10, epoch=1)
     save(20)
-    assert not evaluator._keep_best({"fid_mnist": 6.0}, step=20, epoch=2)  # worse: the kept one stays
+    assert not evaluator._keep_best(_fid(6.0), step=20, epoch=2)  # worse: the kept one stays
     save(30)  # keep_last=1: step 10 is long gone
     assert [p.name for p in checkpoint.list_checkpoints(root)] == ["step_0000030"]
     assert json.loads((root / BEST / "best.json").read_text())["step"] == 10
     assert checkpoint.verify(root / BEST) is None
-    assert not evaluator._keep_best({"fid_mnist": float("nan")}, step=30, epoch=3)  # a diverged G is never best
-    assert evaluator._keep_best({"fid_mnist": 4.0}, step=30, epoch=3)
+    assert not evaluator._keep_best(_fid(float("nan")), step=30, epoch=3)  # a diverged G is never best
+    assert evaluator._keep_best(_fid(4.0), step=30, epoch=3)
     assert json.loads((root / BEST / "best.json").read_text())["step"] == 30
     assert not list(root.glob(".tmp-*"))
 
@@ -161,3 +166,27 @@ def test_a_diverged_generator_scores_nan_instead_of_crashing():
 
     values = score(torch.full((200, 224), float("nan")), torch.full((200, 10), 0.1), reference=None)
     assert all(values[k] != values[k] for k in ("fid_mnist", "kid", "precision", "coverage_min"))  # NaN
+
+
+@pytest.mark.slow
+def test_fashion_mnist_is_scored_with_its_own_network(tmp_path, data_root):
+    """Training and `dcgan eval` score Fashion-MNIST in its network's space, against its test split, under
+    metric names that say so; never with the MNIST network or statistics."""
+    run_train(tmp_path, "data.name=fashion_mnist", "train.max_steps=32", "eval.every_epochs=1", "eval.num_samples=500")
+    (row,) = _eval_rows(tmp_path, "fashion_mnist")
+    assert not any("eval/fid_mnist" in r for r in read_metrics(tmp_path))
+    proc = subprocess.run(
+        [sys.executable, "-m", "dcgan", "eval", str(tmp_path / "checkpoints" / "step_0000032"), "--num-samples", "500"],
+        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    result = json.loads(proc.stdout)
+    assert result["classifier_sha256"] == SHIPPED["fashion_mnist"][1] and result["data"] == "fashion_mnist"
+    for key in logged_keys("fashion_mnist"):
+        assert result[key] == pytest.approx(row[f"eval/{key}"], rel=1e-9, abs=1e-12), key
+
+
+def test_real_fashion_mnist_is_the_floor(data_root):
+    real = evaluate_real(num_samples=1000, dataset="fashion_mnist", data_root=str(data_root))
+    assert real["network"] == "fashion_mnist" and real["generator"] == "fashion_mnist training split"
+    assert real["fid_fashion_mnist"] < 5 and real["is_fashion_mnist"] > 6 and real["coverage_min"] > 0.7

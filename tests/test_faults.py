@@ -14,7 +14,7 @@ import torch
 from conftest import REPO, _env, assert_same_tensors, load_weights, read_metrics, run_train, train_command
 from dcgan import checkpoint
 from dcgan.config import DataConfig
-from dcgan.data import load_images
+from dcgan.data.idx import load_images
 from dcgan.errors import UserError
 from dcgan.faults import EXIT_NONFINITE, EXIT_PREEMPTED
 
@@ -199,11 +199,11 @@ def _write_idx(folder: Path, images: np.ndarray, labels: np.ndarray, image_magic
     ("damage", "message"),
     [
         ("none", None),
-        ("magic", "is not an MNIST image file (magic 0x00000802"),
+        ("magic", "is not an IDX image file (magic 0x00000802"),
         ("truncated", "truncated or damaged, download it again"),
         ("size", "holds 14x14 images; MNIST images are 28x28"),
         ("count", "has 9 labels for 10 images"),
-        ("empty", "is too short to be an MNIST IDX file"),
+        ("empty", "is too short to be an IDX file"),
     ],
 )
 def test_bad_data_files_fail_in_one_line(tmp_path, damage, message):

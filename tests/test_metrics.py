@@ -8,7 +8,7 @@ from torch.nn import functional as F
 
 from dcgan.classifier import embed_and_classify, load_classifier
 from dcgan.config import DataConfig
-from dcgan.data import load_images, load_labels
+from dcgan.data.idx import load_images, load_labels
 from dcgan.evaluation import score
 from dcgan.metrics import (
     class_coverage,
@@ -18,7 +18,7 @@ from dcgan.metrics import (
     mean_and_covariance,
     precision_recall,
 )
-from dcgan.reference import reference_of_test_split
+from dcgan.reference import reference_for
 
 
 def test_frechet_distance_matches_the_closed_form():
@@ -87,7 +87,7 @@ def _blur(images: torch.Tensor, sigma: float = 1.0) -> torch.Tensor:
 @pytest.fixture(scope="module")
 def scorer(data_root):
     classifier, meta = load_classifier()
-    reference = reference_of_test_split(DataConfig(root=str(data_root)), classifier, meta["sha256"])
+    reference = reference_for(DataConfig(root=str(data_root)), classifier, meta["sha256"])
 
     def run(images: torch.Tensor) -> dict:
         features, probs = embed_and_classify(classifier, images)

@@ -1,8 +1,12 @@
+from itertools import pairwise
+
+import pytest
 import torch
 from torch import nn
 
-from dcgan.config import ModelConfig
-from dcgan.models import Discriminator, Generator, build_models
+from dcgan.config import ModelConfig, load_config
+from dcgan.errors import UserError
+from dcgan.models import Discriminator, Generator, PaperDiscriminator, PaperGenerator, build_models
 
 
 def _params(module: nn.Module) -> int:
@@ -62,3 +66,60 @@ def test_same_seed_same_weights():
     torch.manual_seed(3)
     b, _ = build_models(ModelConfig())
     assert all(torch.equal(x, y) for x, y in zip(a.state_dict().values(), b.state_dict().values(), strict=True))
+
+
+def _paper_counts(size: int, channels: int, width: int, z_dim: int = 100) -> tuple[int, int]:
+    """Parameters of the DCGAN paper's G and D from the layer table: k4 convolutions, no biases, BN (2 per channel)."""
+    widths = [width * 2**i for i in reversed(range({32: 3, 64: 4}[size]))]  # G from 4x4 outward
+    g = z_dim * widths[0] * 16 + sum(a * b * 16 for a, b in pairwise(widths)) + widths[-1] * channels * 16
+    up = widths[::-1]  # D from the image inward
+    d = channels * up[0] * 16 + sum(a * b * 16 for a, b in pairwise(up)) + up[-1] * 16
+    return g + 2 * sum(widths), d + 2 * sum(up[1:])  # BN after every hidden layer of G, all but D's first
+
+
+@pytest.mark.parametrize(("size", "channels", "width"), [(32, 1, 64), (32, 3, 16), (64, 1, 8), (64, 3, 64)])
+def test_paper_family_shapes_and_parameter_counts(size, channels, width):
+    g, d = build_models(ModelConfig(width=width), image_size=size, channels=channels)
+    assert isinstance(g, PaperGenerator) and isinstance(d, PaperDiscriminator)
+    images = g(torch.randn(3, 100))
+    assert images.shape == (3, channels, size, size) and images.abs().max() <= 1
+    assert d(images).shape == (3,)
+    assert (_params(g), _params(d)) == _paper_counts(size, channels, width)
+    convs = [m for m in [*g.modules(), *d.modules()] if isinstance(m, (nn.Conv2d, nn.ConvTranspose2d))]
+    assert all(m.bias is None and m.kernel_size == (4, 4) for m in convs)
+
+
+def test_paper_family_at_64_px_rgb_is_pytorch_examples_dcgan():
+    """pytorch/examples' dcgan (ngf = ndf = 64, nz = 100, 3 channels): 3,576,704 and 2,765,568 parameters."""
+    g, d = build_models(ModelConfig(), image_size=64, channels=3)
+    assert (_params(g), _params(d)) == (3_576_704, 2_765_568)
+    assert [m.out_channels for m in g.modules() if isinstance(m, nn.ConvTranspose2d)] == [512, 256, 128, 64, 3]
+
+
+@pytest.mark.parametrize(
+    ("size", "channels", "expected"), [(28, 1, Generator), (28, 3, Generator), (32, 3, PaperGenerator)]
+)
+def test_auto_follows_the_image_size(size, channels, expected):
+    g, _ = build_models(ModelConfig(name="auto"), image_size=size, channels=channels)
+    assert isinstance(g, expected) and g(torch.randn(2, 100)).shape == (2, channels, size, size)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        (["model.name=dcgan", "data.name=folder", "data.image_size=64"], "the tutorial's dcgan makes 28x28 images"),
+        (["model.name=dcgan_paper"], "dcgan_paper makes 32x32 or 64x64 images"),
+        (
+            ["model.name=mlp", "data.pixel_range=unit", "data.name=folder", "data.channels=3"],
+            "the mlp makes 28x28 grey",
+        ),
+        (["data.image_size=48", "data.name=folder"], "data.image_size: must be 28, 32 or 64, got 48"),
+        (["data.channels=2", "data.name=folder"], "data.channels: must be 1 (grey) or 3 (RGB), got 2"),
+        (["data.name=fashion_mnist", "data.image_size=32"], "fashion_mnist is 28x28 grey"),
+        (["model.width=0"], "model.width: must be >= 1"),
+    ],
+)
+def test_impossible_combinations_are_one_line_config_errors(overrides, message):
+    with pytest.raises(UserError) as err:
+        load_config(None, overrides)
+    assert message in str(err.value) and "\n" not in str(err.value)

@@ -9,7 +9,7 @@ from PIL import Image
 from safetensors.torch import save_file
 
 from conftest import REPO
-from dcgan.config import Config, ModelConfig
+from dcgan.config import Config, ModelConfig, load_config
 from dcgan.errors import UserError
 from dcgan.models import build_models
 from dcgan.sampling import export_generator, generate, load_generator, write_samples
@@ -74,7 +74,7 @@ def test_same_seed_same_samples(generator_file):
 
 
 def test_bad_output_suffix(tmp_path):
-    with pytest.raises(UserError, match="use a .png"):
+    with pytest.raises(UserError, match=r"use a folder \(DIR/\), a .png \(grid\) or a .npy"):
         write_samples(torch.zeros(1, 1, 28, 28), tmp_path / "x.jpg")
 
 
@@ -87,3 +87,45 @@ def test_grid_layout_matches_torchvision(n):
     images = torch.rand(n, 1, 28, 28)
     ours, theirs = make_grid(images), torchvision_grid(images, nrow=math.ceil(math.sqrt(n)), padding=2)
     assert ours.shape == (1, *theirs.shape[1:]) and torch.equal(ours[0], theirs[0])
+
+
+@pytest.fixture
+def rgb_generator_file(tmp_path):
+    """A 32 px RGB generator of the DCGAN paper's family, as a training run would export it."""
+    cfg = load_config(None, ["data.name=folder", "data.image_size=32", "data.channels=3", "model.width=8"])
+    torch.manual_seed(0)
+    generator, _ = build_models(cfg.model, 32, 3)
+    path = tmp_path / "generator.safetensors"
+    export_generator(path, generator.eval(), cfg, step=3)
+    return path
+
+
+def test_rgb_generator_file_round_trips_and_writes_rgb_arrays_and_grids(rgb_generator_file, tmp_path):
+    generator, pixel_range = load_generator(rgb_generator_file)
+    images = generate(generator, 5, 0, pixel_range)
+    assert images.shape == (5, 3, 32, 32)
+    write_samples(images, tmp_path / "a.npy")
+    array = np.load(tmp_path / "a.npy")
+    assert array.shape == (5, 32, 32, 3) and array.dtype == np.uint8
+    assert np.array_equal(array[2], (images[2].permute(1, 2, 0) * 255).round().byte().numpy())
+    write_samples(images, tmp_path / "grid.png")
+    grid = Image.open(tmp_path / "grid.png")
+    assert grid.mode == "RGB" and grid.size == (3 * 34 + 2, 2 * 34 + 2)  # 5 images as 3 x 2
+
+
+def test_sample_cli_writes_numbered_pngs_for_fid_tools(rgb_generator_file, tmp_path):
+    out = tmp_path / "samples"
+    command = [sys.executable, "-m", "dcgan", "sample", str(rgb_generator_file), "--n", "12", "--out", f"{out}/"]
+    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == f"wrote 12 numbered PNG files to {out}/"
+    assert sorted(p.name for p in out.iterdir()) == [f"{i:06d}.png" for i in range(12)]
+    generator, pixel_range = load_generator(rgb_generator_file)
+    expected = generate(generator, 12, 0, pixel_range)
+    seventh = np.asarray(Image.open(out / "000007.png"))
+    assert seventh.shape == (32, 32, 3) and np.array_equal(seventh, (expected[7].permute(1, 2, 0) * 255).round().byte())
+    with pytest.raises(UserError, match="already holds PNG files; choose an empty or new folder"):
+        write_samples(expected, out)  # an existing folder means a folder of PNGs too
+    grey = write_samples(torch.rand(2, 1, 28, 28), f"{tmp_path}/new/deeper/")  # made, parents too
+    assert grey == f"2 numbered PNG files to {tmp_path / 'new' / 'deeper'}/"
+    assert Image.open(tmp_path / "new" / "deeper" / "000001.png").mode == "L"

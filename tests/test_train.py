@@ -13,7 +13,7 @@ from PIL import Image
 from conftest import REPO, _env, assert_same_tensors, load_weights, read_metrics, run_train
 from dcgan import checkpoint
 from dcgan.config import DataConfig, ModelConfig
-from dcgan.data import load_images
+from dcgan.data.idx import load_images
 from dcgan.models import build_models
 from dcgan.sampling import generate, load_generator
 

@@ -1,6 +1,6 @@
 """The tutorial's two GANs for 28x28 images, as plain single-device PyTorch modules.
 
-`dcgan` (the default): spatial sizes G 1 -> 4 -> 7 -> 14 -> 28, D 28 -> 14 -> 7 -> 4 -> 1; no layer has
+`dcgan` (the model for 28 px data): spatial sizes G 1 -> 4 -> 7 -> 14 -> 28, D 28 -> 14 -> 7 -> 4 -> 1; no layer has
 a bias (BatchNorm follows most of them). `mlp`: the tutorial's first, fully connected GAN, kept as the
 baseline the DCGAN is compared against. Both Ds return logits, so the loss is BCE-with-logits, which
 is safe under autocast.
@@ -12,10 +12,8 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from dcgan.config import ModelConfig
 
-
-def _up(c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> list[nn.Module]:
+def up_block(c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> list[nn.Module]:
     return [
         nn.ConvTranspose2d(c_in, c_out, kernel, stride, padding, bias=False),
         nn.BatchNorm2d(c_out),
@@ -23,7 +21,7 @@ def _up(c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> list[n
     ]
 
 
-def _down(c_in: int, c_out: int, kernel: int, batch_norm: bool = True) -> list[nn.Module]:
+def down_block(c_in: int, c_out: int, kernel: int, batch_norm: bool = True) -> list[nn.Module]:
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, 2, 1, bias=False)]
     if batch_norm:
         layers.append(nn.BatchNorm2d(c_out))
@@ -32,34 +30,34 @@ def _down(c_in: int, c_out: int, kernel: int, batch_norm: bool = True) -> list[n
 
 
 class Generator(nn.Module):
-    def __init__(self, z_dim: int = 100):
+    def __init__(self, z_dim: int = 100, channels: int = 1):
         super().__init__()
         self.z_dim = z_dim
         self.net = nn.Sequential(
-            *_up(z_dim, 128, 4, 2, 0),
-            *_up(128, 64, 3, 2, 1),
-            *_up(64, 32, 4, 2, 1),
-            nn.ConvTranspose2d(32, 1, 4, 2, 1, bias=False),
+            *up_block(z_dim, 128, 4, 2, 0),
+            *up_block(128, 64, 3, 2, 1),
+            *up_block(64, 32, 4, 2, 1),
+            nn.ConvTranspose2d(32, channels, 4, 2, 1, bias=False),
             nn.Tanh(),
         )
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:
-        """(N, z_dim) noise -> (N, 1, 28, 28) images in [-1, 1]."""
+        """(N, z_dim) noise -> (N, channels, 28, 28) images in [-1, 1]."""
         return self.net(rearrange(z, "n z -> n z 1 1"))
 
 
 class Discriminator(nn.Module):
-    def __init__(self):
+    def __init__(self, channels: int = 1):
         super().__init__()
         self.net = nn.Sequential(
-            *_down(1, 32, 4, batch_norm=False),
-            *_down(32, 64, 4),
-            *_down(64, 128, 3),
+            *down_block(channels, 32, 4, batch_norm=False),
+            *down_block(32, 64, 4),
+            *down_block(64, 128, 3),
             nn.Conv2d(128, 1, 4, 1, 0, bias=False),
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        """(N, 1, 28, 28) images -> (N,) logits."""
+        """(N, channels, 28, 28) images -> (N,) logits."""
         return rearrange(self.net(x), "n 1 1 1 -> n")
 
 
@@ -113,34 +111,3 @@ def init_weights(module: nn.Module) -> None:
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
-
-
-# name -> (generator class, discriminator class); `model.name` picks one.
-ARCHITECTURES: dict[str, tuple[type[nn.Module], type[nn.Module]]] = {
-    "dcgan": (Generator, Discriminator),
-    "mlp": (MLPGenerator, MLPDiscriminator),
-}
-
-
-def _classes(cfg: ModelConfig) -> tuple[type[nn.Module], type[nn.Module]]:
-    if cfg.name not in ARCHITECTURES:
-        raise ValueError(f"unknown model {cfg.name!r} (known: {', '.join(ARCHITECTURES)})")
-    return ARCHITECTURES[cfg.name]
-
-
-def build_models(cfg: ModelConfig) -> tuple[nn.Module, nn.Module]:
-    """Both networks, initialised from the global RNG (seed it first for identical ranks).
-
-    The DCGAN gets the paper's N(0, 0.02) init; the MLP keeps PyTorch's default Linear init, as the tutorial did.
-    """
-    generator_cls, discriminator_cls = _classes(cfg)
-    generator, discriminator = generator_cls(cfg.z_dim), discriminator_cls()
-    if cfg.name == "dcgan":
-        generator.apply(init_weights)
-        discriminator.apply(init_weights)
-    return generator, discriminator
-
-
-def build_generator(cfg: ModelConfig) -> nn.Module:
-    """An uninitialised generator of the configured architecture, to load weights into."""
-    return _classes(cfg)[0](cfg.z_dim)
