@@ -36,12 +36,14 @@ def _parser(with_reference: bool = False) -> argparse.ArgumentParser:
     sample.add_argument(
         "source", type=Path, help="a run folder, a generator file, an exported folder, or USER/NAME from the HF cache"
     )
-    sample.add_argument("--n", type=int, default=64, help="number of images (default 64)")
+    sample.add_argument("--n", type=int, help="number of images (default 64; with --per-class, of each class: 8)")
     sample.add_argument(
         "--out", required=True, help="DIR/ (numbered PNGs, for FID tools), FILE.png (grid) or FILE.npy (uint8 array)"
     )
     sample.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
     sample.add_argument("--truncation", type=float, help="redraw noise values beyond +-T: cleaner, less varied images")
+    sample.add_argument("--class", dest="wanted", metavar="K", help="conditional G: draw only class K (index or name)")
+    sample.add_argument("--per-class", action="store_true", help="conditional G: N of each class, a grid row each")
 
     evaluate = sub.add_parser("eval", help="sample-quality metrics (fid_<network>, KID, IS, coverage, P/R) as JSON")
     evaluate.add_argument(
@@ -121,15 +123,19 @@ def _local_source(source: Path | None) -> Path | None:
 
 
 def _sample(args: argparse.Namespace) -> None:
-    from dcgan.sampling import generate, load_generator, write_samples
+    from dcgan.sampling import class_names, generate, load_generator_and_metadata, requested_labels, write_samples
 
     args.source = _local_source(args.source)
-    if args.n < 1:
+    n = args.n if args.n is not None else 8 if args.per_class else 64
+    if n < 1:
         raise UserError("--n must be at least 1")
     if args.truncation is not None and args.truncation <= 0:
         raise UserError("--truncation must be > 0")
-    generator, pixel_range = load_generator(args.source)
-    print(f"wrote {write_samples(generate(generator, args.n, args.seed, pixel_range, args.truncation), args.out)}")
+    generator, meta = load_generator_and_metadata(args.source)
+    labels, columns = requested_labels(class_names(generator, meta), n, args.wanted, args.per_class)
+    images = generate(generator, len(labels) if labels is not None else n, args.seed, meta.get("pixel_range", "signed"),
+                      args.truncation, labels)  # fmt: skip
+    print(f"wrote {write_samples(images, args.out, columns)}")
 
 
 def _eval(args: argparse.Namespace) -> None:

@@ -86,10 +86,26 @@ class ModelConfig:
     width: int = 64
     """dcgan_paper: base channel count, G's last hidden layer and D's first; the deeper layers have 2, 4
     (and at 64 px 8) times as many."""
+    conditional: bool = False
+    """Class-conditional GAN (dcgan/models/conditional.py): G and D take the class too, training draws the
+    fake classes uniformly, and `dcgan sample --class K` draws one class. Needs labelled data (mnist,
+    fashion_mnist, a folder with class subfolders)."""
+    d_conditioning: Literal["projection", "channels"] = "projection"
+    """How a conditional D takes the class: `projection` (Miyato & Koyama 2018: the inner product of a class
+    embedding with D's last features, added to its logit) or `channels` (one-hot planes beside the image).
+    Measured on MNIST in README, Results."""
+    class_dim: int = 10
+    """Size of the conditional G's learned class embedding, joined to z."""
 
     def validate(self) -> None:
         _check(self.z_dim >= 1, "model.z_dim", "must be >= 1")
         _check(self.width >= 1, "model.width", "must be >= 1")
+        _check(self.class_dim >= 1, "model.class_dim", "must be >= 1")
+        _check(
+            not (self.conditional and self.name == "mlp"),
+            "model.conditional",
+            "the conditional GAN is built on the DCGANs (model.name auto, dcgan or dcgan_paper), not the mlp",
+        )
 
 
 @dataclass

@@ -62,14 +62,14 @@ def evaluate(
     data, classifier = scored_against(source, meta, data_root, classifier)
     network, record = network_for(data, classifier)
     started = time.perf_counter()
-    features, probs = embed_generated(
+    features, probs, requested = embed_generated(
         generator.to(accelerator.device), meta.get("pixel_range", "signed"), network.to(accelerator.device),
         num_samples, seed, accelerator, truncation,
     )  # fmt: skip
     if not accelerator.is_main_process:
         return None
     reference = reference_for(data, network, record["sha256"])
-    values = score(features, probs, reference, seed, network.spec.name)
+    values = score(features, probs, reference, seed, network.spec.name, requested)
     return {
         **values,
         "generator": str(file),

@@ -49,16 +49,23 @@ def logged_keys(network: str) -> tuple[str, ...]:
 
 
 def score(
-    features: torch.Tensor, probs: torch.Tensor, reference: Reference, seed: int = 0, network: str = "mnist"
+    features: torch.Tensor,
+    probs: torch.Tensor,
+    reference: Reference,
+    seed: int = 0,
+    network: str = "mnist",
+    requested: torch.Tensor | None = None,
 ) -> dict[str, Any]:
     """All metrics of generated features/probabilities against the reference (see dcgan/metrics.py), in the
-    space of the feature network called `network`.
+    space of the feature network called `network`; with `requested`, the classes a conditional G was asked
+    for, also class_accuracy: the share of images the network assigns to the class asked for.
 
     Non-finite features (a diverged G) give NaN metrics instead of an error in the eigen-decomposition.
     """
+    accuracy = {} if requested is None else {"class_accuracy": class_accuracy(probs, requested)}
     if not torch.isfinite(features).all():
         nan = dict.fromkeys((*logged_keys(network), "kid_std"), math.nan)
-        return nan | {"coverage": [], "num_samples": len(features), "network": network}
+        return nan | accuracy | {"coverage": [], "num_samples": len(features), "network": network}
     reference = reference.to(features.device)
     mu, sigma = mean_and_covariance(features)
     kid, kid_std = kernel_inception_distance(reference.features, features, seed=seed)
@@ -72,10 +79,16 @@ def score(
         "coverage_min": coverage.min().item(),
         "precision": precision,
         "recall": recall,
+        **accuracy,
         "coverage": [round(c, 4) for c in coverage.tolist()],
         "num_samples": len(features),
         "network": network,
     }
+
+
+def class_accuracy(probs: torch.Tensor, requested: torch.Tensor) -> float:
+    """Share of generated images whose most likely class is the one G was asked for (1 / classes = chance)."""
+    return (probs.argmax(dim=1) == requested.to(probs.device)).float().mean().item()
 
 
 @torch.no_grad()
@@ -87,14 +100,17 @@ def embed_generated(
     seed: int,
     accelerator: Accelerator,
     truncation: float | None = None,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features, class probabilities) of `num_samples` generated images, on every rank, in sample order.
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+    """(features, class probabilities, requested classes or None) of `num_samples` generated images, on every
+    rank, in sample order. A conditional G draws uniform classes, from a stream of their own; they are
+    returned where the network has as many classes as G.
 
     A collective: rank r makes the r-th contiguous run of chunks, so the gather returns sample order.
     Ranks with fewer real chunks pad with zeros (gather needs equal sizes); the padding is cut off.
     """
     device, ranks = accelerator.device, accelerator.num_processes
-    width = FEATURE_DIM + len(classifier.spec.classes)
+    num_classes = getattr(generator, "num_classes", 0)
+    width = FEATURE_DIM + len(classifier.spec.classes) + 1  # the last column: the class asked for
     chunks = math.ceil(num_samples / CHUNK)
     per_rank = math.ceil(chunks / ranks)
     rows = []
@@ -104,11 +120,19 @@ def embed_generated(
             continue
         stream = torch.Generator().manual_seed(derive_seed(seed, "eval", chunk))
         noise = sample_noise(CHUNK, generator.z_dim, stream, truncation).to(device)
-        images = from_model_range(generator(noise).float(), pixel_range)
-        rows.append(torch.cat(embed_and_classify(classifier, images), dim=1))
+        labels = torch.zeros(CHUNK, dtype=torch.long, device=device)
+        inputs = (noise,)
+        if num_classes:
+            classes = torch.Generator().manual_seed(derive_seed(seed, "eval-classes", chunk))
+            labels = torch.randint(num_classes, (CHUNK,), generator=classes).to(device)
+            inputs = (noise, labels)
+        images = from_model_range(generator(*inputs).float(), pixel_range)
+        rows.append(torch.cat([*embed_and_classify(classifier, images), labels[:, None].float()], dim=1))
     local = torch.cat(rows)
     everything = accelerator.gather(local)[:num_samples] if ranks > 1 else local[:num_samples]
-    return everything[:, :FEATURE_DIM], everything[:, FEATURE_DIM:]
+    # class_accuracy only means something where the network tells the generator's classes apart
+    requested = everything[:, -1].long() if num_classes == len(classifier.spec.classes) else None
+    return everything[:, :FEATURE_DIM], everything[:, FEATURE_DIM:-1], requested
 
 
 def _rank0_generator(generator: nn.Module, accelerator: Accelerator) -> nn.Module:
@@ -160,7 +184,7 @@ class Evaluator:
         # The same noise every epoch (epochs differ by G alone), and the numbers `dcgan eval --seed SEED`
         # prints for the checkpoint of this step.
         seed = cfg.seed
-        features, probs = embed_generated(
+        features, probs, requested = embed_generated(
             _rank0_generator(generator, acc), cfg.data.pixel_range, self.classifier, cfg.eval.num_samples, seed, acc
         )
         if not acc.is_main_process:
@@ -168,9 +192,9 @@ class Evaluator:
         if self.reference is None:
             self.reference = reference_for(cfg.data, self.classifier, self.classifier_sha256)
         network = self.classifier.spec.name
-        values = score(features, probs, self.reference, seed, network)
+        values = score(features, probs, self.reference, seed, network, requested)
         seconds = time.perf_counter() - started
-        keys = logged_keys(network)
+        keys = logged_keys(network) + (("class_accuracy",) if requested is not None else ())
         logged = {f"eval/{k}": values[k] for k in keys} | {"eval/seconds": seconds, "epoch": epoch}
         self.last = {**logged, "step": step}
         best = self._keep_best(values, step, epoch)

@@ -48,6 +48,7 @@ def export_model(source: Path, out_dir: Path) -> Path:
         "format": metadata.get("format"),
         "model": json.loads(metadata["model"]),
         "data": json.loads(metadata.get("data", '{"name": "mnist", "image_size": 28, "channels": 1}')),
+        "classes": json.loads(metadata.get("classes", "[]")) if config_is_conditional(metadata) else [],
         "pixel_range": pixel_range,
         "weights": metadata.get("weights", "last"),
         "step": int(metadata.get("step", 0)),
@@ -66,6 +67,10 @@ def _run_folder_of(file: Path) -> Path | None:
         if (folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir():
             return folder
     return None
+
+
+def config_is_conditional(metadata: dict[str, str]) -> bool:
+    return bool(json.loads(metadata["model"]).get("conditional"))
 
 
 def _portable(recipe: dict[str, Any]) -> dict[str, Any]:
@@ -105,6 +110,14 @@ def model_card(config: dict[str, Any], measured_by: str) -> str:
              "train.mixed_precision", "train.g_first", "train.real_label", "train.ema_decay"]  # fmt: skip
     flat = {f"{s}.{k}": v for s, section in recipe.items() if isinstance(section, dict) for k, v in section.items()}
     flat.update({k: v for k, v in recipe.items() if not isinstance(v, dict)})
+    classes = config.get("classes") or []
+    by_class = (
+        f"\ndcgan sample THIS_FOLDER --class {classes[0]!r} --n 16 --out one_class.png   # classes: "
+        + ", ".join(classes)
+        + "\ndcgan sample THIS_FOLDER --per-class --out rows.png  # a row per class"
+        if classes
+        else ""
+    )
     recipe_lines = "\n".join(f"- `{k}`: {yaml_scalar(flat[k])}" for k in shown if k in flat) or "- (no run config)"
     return f"""---
 library_name: dcgan
@@ -140,7 +153,7 @@ The whole resolved config is in `config.json` (`recipe`).
 ```bash
 # with the dcgan package installed
 dcgan sample THIS_FOLDER --n 64 --out grid.png      # or USER/NAME once it is in your Hugging Face cache
-dcgan eval THIS_FOLDER                              # fid and friends against the test split
+dcgan eval THIS_FOLDER                              # fid and friends against the test split{by_class}
 ```
 """
 

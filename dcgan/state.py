@@ -59,6 +59,7 @@ class TrainState:
         noise: torch.Generator,
         layout: dict[str, int],
         average: GeneratorAverage | None,
+        classes: tuple[str, ...] = (),
     ):
         self.cfg, self.accelerator = cfg, acc
         self.G, self.D = modules
@@ -66,6 +67,7 @@ class TrainState:
         self.noise = noise
         self.average = average
         self.layout = layout
+        self.classes = classes  # a conditional G's class names, in its checkpointed generator files
         self.progress = Progress()
         self.root = Path(cfg.output_dir) / "checkpoints"
 
@@ -133,7 +135,7 @@ class TrainState:
                 bare_model(acc, self.D).state_dict(),
                 state,
                 # G's model config and pixel range too, so `dcgan sample|eval` read a checkpoint's generator.
-                {**generator_metadata(self.cfg, step), "format": checkpoint.FORMAT},
+                {**generator_metadata(self.cfg, step, classes=self.classes), "format": checkpoint.FORMAT},
                 self.cfg.checkpoint.keep_last,
                 self.average.state_dict() if self.average is not None else None,
                 to_dict(self.cfg),

@@ -196,17 +196,22 @@ class RunLog:
         shown = " ".join(f"{k} {v:.4g}" for k, v in values.items())
         return f"step {step}/{self.total_steps} {shown} eta {_duration(eta)}"
 
-    def image(self, grid: torch.Tensor, step: int) -> None:
-        """Send a (C, H, W) grid in [0, 1] to the tracker as uint8 (W&B shows float grids black)."""
+    def image(self, grid: torch.Tensor, step: int, caption: str | None = None) -> None:
+        """Send a (C, H, W) grid in [0, 1] to the tracker as uint8 (W&B shows float grids black), with a
+        caption (W&B's image caption; TensorBoard, whose images have none, gets it as text beside them)."""
         if not (self.trackers_on and self.main):
             return
         try:
             if self.cfg.log.tracker == "wandb":
-                tracker = self.accelerator.get_tracker("wandb")
-                tracker.log_images({"samples": [to_pixels(grid[None])[0]]}, step=step)
+                import wandb
+
+                run = self.accelerator.get_tracker("wandb", unwrap=True)
+                run.log({"samples": [wandb.Image(to_pixels(grid[None])[0], caption=caption)]}, step=step)
             else:
                 tracker = self.accelerator.get_tracker("tensorboard")
                 tracker.log_images({"samples": to_uint8(grid).cpu()[None]}, step=step, dataformats="NCHW")
+                if caption:
+                    tracker.writer.add_text("samples/caption", caption, global_step=step)
         except Exception as e:  # noqa: BLE001
             self._tracker_failed("image logging", e)
 

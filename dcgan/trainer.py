@@ -27,11 +27,9 @@ from dcgan.models import build_models
 from dcgan.pictures import make_gif, plot_losses
 from dcgan.rng import derive_seed
 from dcgan.runlock import RunLock
-from dcgan.sampling import GENERATOR_FILE, export_generator, render, save_grid
+from dcgan.sampling import GENERATOR_FILE, export_generator, fixed_inputs, grid_caption, render, save_grid
 from dcgan.state import TrainState, allowed_changes
 from dcgan.tracking import HISTORY_FILE, Meter, RunLog
-
-FIXED_SAMPLES = 64
 
 
 class Trainer:
@@ -51,11 +49,13 @@ class Trainer:
         cfg, acc = self.cfg, self.accelerator
         dataset = load_dataset(cfg.data)
         self.images = ImageStore(dataset.images, acc.device, cfg.data.device_budget_gb, acc.is_main_process)
+        self.classes, self.labels = self._labels(dataset)
         self.batches = ShardedBatches(
             len(self.images), cfg.train.batch_size, acc.num_processes, acc.process_index, cfg.seed
         )
         torch.manual_seed(cfg.seed)  # identical initial weights on every rank
-        generator, discriminator = build_models(cfg.model, dataset.image_size, dataset.channels)
+        num_classes = len(self.classes) if self.labels is not None else 0
+        generator, discriminator = build_models(cfg.model, dataset.image_size, dataset.channels, num_classes)
         if cfg.train.sync_batchnorm and acc.num_processes > 1:
             generator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(generator)
             discriminator = torch.nn.SyncBatchNorm.convert_sync_batchnorm(discriminator)
@@ -73,8 +73,7 @@ class Trainer:
         self._cuda_graphs = cfg.train.compile and acc.state.dynamo_plugin.mode == "reduce-overhead"
         torch.manual_seed(derive_seed(cfg.seed, "torch", acc.process_index))
         self.noise = torch.Generator(acc.device).manual_seed(derive_seed(cfg.seed, "noise", acc.process_index))
-        fixed = torch.Generator().manual_seed(derive_seed(cfg.seed, "fixed"))
-        self.fixed_noise = torch.randn(FIXED_SAMPLES, cfg.model.z_dim, generator=fixed).to(acc.device)
+        self.fixed_noise, self.fixed_labels, self.grid_columns = fixed_inputs(cfg, num_classes, acc.device)
         self.grad_norms = torch.zeros(2, device=acc.device)
         self.nonfinite = NonFiniteWatch(acc.device)
         self.signals = StopSignals()
@@ -88,13 +87,26 @@ class Trainer:
         layout["num_samples"] = self.batches.num_samples
         decay = cfg.train.ema_decay
         self.average = GeneratorAverage(bare_model(acc, self.G), decay) if decay else None
-        self.state = TrainState(cfg, acc, (self.G, self.D), (self.opt_g, self.opt_d), self.noise, layout, self.average)
+        self.state = TrainState(
+            cfg, acc, (self.G, self.D), (self.opt_g, self.opt_d), self.noise, layout, self.average, self.classes
+        )
         self.progress = self.state.progress  # the same object: the loop advances what checkpoints save
         self.evaluator = Evaluator(cfg, acc, self.run_dir)
         if self.resumed_from is not None:
             self.state.load(Path(self.resumed_from), self.batches.steps_per_epoch)
 
     # -- setup -------------------------------------------------------------------------------------
+
+    def _labels(self, dataset) -> tuple[tuple[str, ...], torch.Tensor | None]:
+        """(class names, labels where the batches' indices are) for a conditional model; ((), None) otherwise."""
+        if not self.cfg.model.conditional:
+            return (), None
+        if dataset.labels is None or len(dataset.classes) < 2:
+            raise UserError(
+                f"model.conditional=true needs labelled data with 2 or more classes; {self.cfg.data.root} has none "
+                "(a folder's classes are its first-level subfolders)"
+            )
+        return dataset.classes, dataset.labels.to(self.images.index_device)
 
     def _prepare_run(self) -> tuple[str | None, dict[str, tuple]]:
         """Main process: own a writable run folder, then the dataset, the checkpoint to resume from and
@@ -120,21 +132,26 @@ class Trainer:
 
     # -- one iteration -----------------------------------------------------------------------------
 
-    def train_step(self, real: torch.Tensor, measure: bool = False) -> Stats:
-        """One D step and one G step on this rank's batch; returns the losses' named statistics (detached,
-        on the device). With `measure`, both networks' gradient norms are kept in `self.grad_norms` (D, G).
+    def train_step(self, real: torch.Tensor, labels: torch.Tensor | None = None, measure: bool = False) -> Stats:
+        """One D step and one G step on this rank's batch (and its class `labels`, conditional models); returns
+        the losses' named statistics (detached, on the device). With `measure`, both networks' gradient norms
+        are kept in `self.grad_norms` (D, G).
         """
         self._measure = measure
         if self._cuda_graphs:
             torch.compiler.cudagraph_mark_step_begin()  # this iteration's graph outputs replace the last one's
         z = torch.randn(real.shape[0], self.cfg.model.z_dim, device=real.device, generator=self.noise)
-        fake = self.G(z)
+        real_in, fake_in = (real,), ()
+        if labels is not None:  # the fake classes are drawn uniformly, from the same per-rank stream
+            fake_labels = torch.randint(len(self.classes), labels.shape, device=real.device, generator=self.noise)
+            real_in, fake_in = (real, labels), (fake_labels,)
+        fake = self.G(z, *fake_in)
         if self.cfg.train.g_first:
-            g_stats = self._g_step(fake)
-            d_stats = self._d_step(real, fake.detach())
+            g_stats = self._g_step((fake, *fake_in))
+            d_stats = self._d_step(real_in, (fake.detach(), *fake_in))
         else:
-            d_stats = self._d_step(real, fake.detach())
-            g_stats = self._g_step(fake)
+            d_stats = self._d_step(real_in, (fake.detach(), *fake_in))
+            g_stats = self._g_step((fake, *fake_in))
         return {**d_stats, **g_stats}
 
     def _before_step(self, index: int, module: torch.nn.Module, optimizer, clip: float) -> None:
@@ -150,21 +167,23 @@ class Trainer:
         if self._measure:
             self.grad_norms[index] = norm
 
-    def _d_step(self, real: torch.Tensor, fake: torch.Tensor) -> Stats:
+    def _d_step(self, real: tuple[torch.Tensor, ...], fake: tuple[torch.Tensor, ...]) -> Stats:
+        """D's inputs: (images,) or (images, classes)."""
         train = self.cfg.train
         self._hot_opt_d.zero_grad(set_to_none=True)
-        loss, stats = self.loss.d(self.D(real), self.D(fake), real_label=train.real_label, scale=train.d_loss_scale)
+        loss, stats = self.loss.d(self.D(*real), self.D(*fake), real_label=train.real_label, scale=train.d_loss_scale)
         self.accelerator.backward(loss)
         self._before_step(0, self.D, self.opt_d, self.cfg.optim.clip_d)
         self._hot_opt_d.step()
         return stats
 
-    def _g_step(self, fake: torch.Tensor) -> Stats:
+    def _g_step(self, fake: tuple[torch.Tensor, ...]) -> Stats:
+        """D's input: (images,) or (images, classes)."""
         self._hot_opt_g.zero_grad(set_to_none=True)
         # D's forward and backward under no_sync: D's reducer neither expects nor all-reduces
         # gradients, and `inputs=` keeps autograd from computing D's weight gradients at all.
         with self.accelerator.no_sync(self.D):
-            loss, stats = self.loss.g(self.D(fake))
+            loss, stats = self.loss.g(self.D(*fake))
             self.accelerator.backward(loss, inputs=list(self.G.parameters()))
         self._before_step(1, self.G, self.opt_g, self.cfg.optim.clip_g)
         self._hot_opt_g.step()
@@ -233,8 +252,10 @@ class Trainer:
         p, per_epoch = self.progress, self.batches.steps_per_epoch
         if self._order is None or self._order_epoch != p.epoch:
             self._order, self._order_epoch = self.batches.indices(p.epoch).to(self.images.index_device), p.epoch
-        real = to_model_range(self.images.batch(self._order[p.batch_in_epoch]), self.cfg.data.pixel_range)
-        values = self.train_step(real, measure=measure)
+        rows = self._order[p.batch_in_epoch]
+        real = to_model_range(self.images.batch(rows), self.cfg.data.pixel_range)
+        labels = self.labels[rows].to(real.device, non_blocking=True) if self.labels is not None else None
+        values = self.train_step(real, labels, measure=measure)
         if self.average is not None:
             self.average.update(p.step)
         self.meter.add(values)
@@ -333,8 +354,8 @@ class Trainer:
         path = self.run_dir / "samples" / f"step_{step:07d}.png"
         if not self.accelerator.is_main_process or path.exists():
             return
-        images = render(self.sampler(), self.fixed_noise, self.cfg.data.pixel_range)
-        self.log.image(save_grid(images, path), step)
+        images = render(self.sampler(), self.fixed_noise, self.cfg.data.pixel_range, self.fixed_labels)
+        self.log.image(save_grid(images, path, self.grid_columns), step, grid_caption(self.classes))
 
     def _plot(self) -> None:
         if self.accelerator.is_main_process and (self.run_dir / "metrics.jsonl").is_file():
@@ -354,7 +375,8 @@ class Trainer:
 
     def _export(self) -> None:
         weights = "ema" if self.average is not None else "last"
-        export_generator(self.run_dir / GENERATOR_FILE, self.sampler(), self.cfg, self.progress.step, weights)
+        generator, step = self.sampler(), self.progress.step
+        export_generator(self.run_dir / GENERATOR_FILE, generator, self.cfg, step, weights, self.classes)
 
     def _finish(self) -> None:
         acc = self.accelerator

@@ -10,6 +10,7 @@ from __future__ import annotations
 from torch import nn
 
 from dcgan.config import ModelConfig
+from dcgan.models.conditional import ChannelsDiscriminator, ConditionalGenerator, ProjectionDiscriminator
 from dcgan.models.paper import PaperDiscriminator, PaperGenerator
 from dcgan.models.tutorial import Discriminator, Generator, MLPDiscriminator, MLPGenerator, init_weights
 
@@ -33,32 +34,59 @@ def architecture(cfg: ModelConfig, image_size: int) -> str:
     return "dcgan" if image_size == 28 else "dcgan_paper"
 
 
-def _pair(cfg: ModelConfig, image_size: int, channels: int) -> tuple[nn.Module, nn.Module]:
-    name = architecture(cfg, image_size)
+def _generator(name: str, cfg: ModelConfig, image_size: int, inputs: int, channels: int) -> nn.Module:
+    """An unconditional G with `inputs` noise values in and `channels` image channels out."""
     if name == "dcgan":
-        return Generator(cfg.z_dim, channels), Discriminator(channels)
+        return Generator(inputs, channels)
     if name == "dcgan_paper":
-        return (
-            PaperGenerator(cfg.z_dim, image_size, channels, cfg.width),
-            PaperDiscriminator(image_size, channels, cfg.width),
-        )
+        return PaperGenerator(inputs, image_size, channels, cfg.width)
     if name == "mlp":
-        return MLPGenerator(cfg.z_dim), MLPDiscriminator()
+        return MLPGenerator(inputs)
     raise ValueError(f"unknown model {cfg.name!r}")
 
 
-def build_models(cfg: ModelConfig, image_size: int = 28, channels: int = 1) -> tuple[nn.Module, nn.Module]:
-    """Both networks, initialised from the global RNG (seed it first for identical ranks).
+def _discriminator(name: str, cfg: ModelConfig, image_size: int, channels: int) -> nn.Module:
+    """An unconditional D of images with `channels` input planes."""
+    if name == "dcgan":
+        return Discriminator(channels)
+    if name == "dcgan_paper":
+        return PaperDiscriminator(image_size, channels, cfg.width)
+    if name == "mlp":
+        return MLPDiscriminator()
+    raise ValueError(f"unknown model {cfg.name!r}")
+
+
+def _pair(cfg: ModelConfig, image_size: int, channels: int, num_classes: int) -> tuple[nn.Module, nn.Module]:
+    name = architecture(cfg, image_size)
+    if not cfg.conditional:
+        return _generator(name, cfg, image_size, cfg.z_dim, channels), _discriminator(name, cfg, image_size, channels)
+    if num_classes < 2:
+        raise ValueError(f"a conditional GAN needs at least 2 classes, got {num_classes}")
+    # G: an unconditional G whose input is z joined to the class embedding; D: with `channels`, one whose
+    # input has a one-hot plane per class beside the image's channels, with `projection` the plain D.
+    inner_g = _generator(name, cfg, image_size, cfg.z_dim + cfg.class_dim, channels)
+    generator = ConditionalGenerator(inner_g, cfg.z_dim, num_classes, cfg.class_dim)
+    if cfg.d_conditioning == "channels":
+        discriminator = _discriminator(name, cfg, image_size, channels + num_classes)
+        return generator, ChannelsDiscriminator(discriminator, num_classes)
+    return generator, ProjectionDiscriminator(_discriminator(name, cfg, image_size, channels), num_classes)
+
+
+def build_models(
+    cfg: ModelConfig, image_size: int = 28, channels: int = 1, num_classes: int = 0
+) -> tuple[nn.Module, nn.Module]:
+    """Both networks, initialised from the global RNG (seed it first for identical ranks); `num_classes`
+    for a conditional model (`model.conditional`).
 
     The DCGANs get the paper's N(0, 0.02) init; the MLP keeps PyTorch's default Linear init, as the tutorial did.
     """
-    generator, discriminator = _pair(cfg, image_size, channels)
+    generator, discriminator = _pair(cfg, image_size, channels, num_classes)
     if architecture(cfg, image_size) != "mlp":
         generator.apply(init_weights)
         discriminator.apply(init_weights)
     return generator, discriminator
 
 
-def build_generator(cfg: ModelConfig, image_size: int = 28, channels: int = 1) -> nn.Module:
+def build_generator(cfg: ModelConfig, image_size: int = 28, channels: int = 1, num_classes: int = 0) -> nn.Module:
     """An uninitialised generator of the configured architecture, to load weights into."""
-    return _pair(cfg, image_size, channels)[0]
+    return _pair(cfg, image_size, channels, num_classes)[0]
