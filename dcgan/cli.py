@@ -44,20 +44,6 @@ def _parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--dataset", choices=DATASETS, help="with --real: which data (default: mnist)")
     evaluate.add_argument("--out", type=Path, help="JSON file to write (default: eval.json beside the generator)")
 
-    _add_train_classifier(sub)
-
-    gif = sub.add_parser("gif", help="(re)write RUN_DIR/progress.gif from the run's fixed-noise grids")
-    gif.add_argument("run_dir", type=Path)
-    gif.add_argument("--out", type=Path, help="default: RUN_DIR/progress.gif")
-
-    config = sub.add_parser("config", help="print the resolved config (YAML), or one value with --get")
-    config.add_argument("--config", help="YAML recipe (default: built-in defaults)")
-    config.add_argument("--get", metavar="KEY", help="print only this dotted key, e.g. output_dir")
-    config.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, as for train")
-    return parser
-
-
-def _add_train_classifier(sub: argparse._SubParsersAction) -> None:
     clf = sub.add_parser("train-classifier", help="train the feature network behind fid_<network> and friends")
     clf.add_argument("--dataset", choices=DATASETS, default="mnist", help="folder: labelled subfolders of --data-root")
     clf.add_argument("--data-root", default="data", help="the data's root, as data.root (default: data)")
@@ -71,6 +57,16 @@ def _add_train_classifier(sub: argparse._SubParsersAction) -> None:
     clf.add_argument("--lr", type=float, default=2e-3, help="peak learning rate of the one-cycle schedule")
     clf.add_argument("--threads", type=int, default=1, help="torch threads (rounding depends on it)")
     clf.add_argument("--limit", type=int, default=0, help="train on the first N images only (0 = all)")
+
+    gif = sub.add_parser("gif", help="(re)write RUN_DIR/progress.gif from the run's fixed-noise grids")
+    gif.add_argument("run_dir", type=Path)
+    gif.add_argument("--out", type=Path, help="default: RUN_DIR/progress.gif")
+
+    config = sub.add_parser("config", help="print the resolved config (YAML), or one value with --get")
+    config.add_argument("--config", help="YAML recipe (default: built-in defaults)")
+    config.add_argument("--get", metavar="KEY", help="print only this dotted key, e.g. output_dir")
+    config.add_argument("overrides", nargs="*", metavar="KEY=VALUE", help="dotted overrides, as for train")
+    return parser
 
 
 def _train(args: argparse.Namespace) -> None:
