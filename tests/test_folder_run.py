@@ -6,15 +6,16 @@ import json
 import shutil
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
+from filelock import FileLock  # installed with torch
 
 from conftest import REPO, _env, read_metrics, run_train
 from dcgan.classifier import load_classifier
 from dcgan.eval_cli import evaluate
 
-# One worker runs them all, so the module's network and run are made once, not once per worker.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("folder_run")]
+pytestmark = pytest.mark.slow
 RGB32 = ("data.name=folder", "data.image_size=32", "data.channels=3")
 KEYS = ("fid_fashion_png", "kid", "is_fashion_png", "coverage_min", "precision", "recall")
 
@@ -26,21 +27,28 @@ def _dcgan(*args: str, env: dict) -> subprocess.CompletedProcess:
     return proc
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture(scope="session")
 def folder_run(tmp_path_factory, fashion_pngs):
-    """(image folder, its feature network, a run scored with it): 32 px RGB, 2 epochs of 512 images."""
-    root, _ = fashion_pngs
-    work = tmp_path_factory.mktemp("folder_run")
+    """(image folder, its feature network, a run scored with it): 32 px RGB, 2 epochs of 512 images.
+
+    Made once for all xdist workers, in a folder they share, under a file lock (xdist_group does not
+    keep a module on one worker with this pytest and xdist)."""
+    work = tmp_path_factory.getbasetemp().parent / "folder_run"
     with pytest.MonkeyPatch.context() as patch:
         patch.setenv("DCGAN_CACHE", str(work / "cache"))
-        network = work / "fashion_png.safetensors"
-        _dcgan("train-classifier", "--dataset", "folder", "--data-root", str(root), "--image-size", "32",
-               "--channels", "3", "--name", "fashion_png", "--epochs", "1", "--batch-size", "64",
-               "--out", str(network), env=_env())  # fmt: skip
-        run = work / "run"
-        run_train(run, *RGB32, f"data.root={root}", "data.limit=512", "model.width=8", "eval.every_epochs=1",
-                  "eval.num_samples=500", f"eval.classifier={network}")  # fmt: skip
-        yield root, network, run, _env()
+        with FileLock(f"{work}.lock"):
+            if not (work / "root.txt").is_file():
+                _make_folder_run(work, fashion_pngs[0])
+        yield Path((work / "root.txt").read_text()), work / "fashion_png.safetensors", work / "run", _env()
+
+
+def _make_folder_run(work: Path, root: Path) -> None:
+    _dcgan("train-classifier", "--dataset", "folder", "--data-root", str(root), "--image-size", "32",
+           "--channels", "3", "--name", "fashion_png", "--epochs", "1", "--batch-size", "64",
+           "--out", str(work / "fashion_png.safetensors"), env=_env())  # fmt: skip
+    run_train(work / "run", *RGB32, f"data.root={root}", "data.limit=512", "model.width=8", "eval.every_epochs=1",
+              "eval.num_samples=500", f"eval.classifier={work / 'fashion_png.safetensors'}")  # fmt: skip
+    (work / "root.txt").write_text(str(root))  # last: its presence says the rest is complete
 
 
 def test_train_classifier_makes_a_network_for_the_folder(folder_run):
