@@ -349,9 +349,19 @@ def resume_changes(saved: dict[str, Any], cfg: Config) -> tuple[dict[str, tuple]
     free: dict[str, tuple] = {}
     for key, value in now.items():
         before = old.get(key, defaults[key])
+        if key == "model.name":  # `auto` and the architecture it picks at this image size are the same model
+            size = old.get("data.image_size", defaults["data.image_size"])
+            before, value = resolved_model_name(before, size), resolved_model_name(value, now["data.image_size"])
         if before != value:
             (free if may_change_key(key) else fixed)[key] = (before, value)
     return fixed, free
+
+
+def resolved_model_name(name: str, image_size: int) -> str:
+    """The architecture `model.name` stands for at this image size (`auto`: dcgan at 28 px, dcgan_paper above)."""
+    if name != "auto":
+        return name
+    return "dcgan" if image_size == 28 else "dcgan_paper"
 
 
 def change_lines(changes: dict[str, tuple]) -> list[str]:

@@ -12,7 +12,7 @@ import torch
 from accelerate import Accelerator
 
 from dcgan import checkpoint
-from dcgan.config import Config, change_lines, resume_changes, to_dict
+from dcgan.config import Config, change_lines, resolved_model_name, resume_changes, to_dict
 from dcgan.distributed import bare_model, gather_per_rank, on_main
 from dcgan.ema import GeneratorAverage
 from dcgan.errors import UserError
@@ -49,6 +49,14 @@ def allowed_changes(path: Path, cfg: Config) -> dict[str, tuple]:
     return free
 
 
+def _legacy_model(cfg: Config, saved: dict) -> dict:
+    """The model config in the shape checkpoints saved before they held their whole config: only the keys
+    they knew, with `auto` resolved to the architecture it picks (then the only one: the 28 px dcgan)."""
+    now = to_dict(cfg.model)
+    now["name"] = resolved_model_name(cfg.model.name, cfg.data.image_size)
+    return {key: now[key] for key in saved if key in now}
+
+
 class TrainState:
     def __init__(
         self,
@@ -76,7 +84,7 @@ class TrainState:
         g_state, d_state, state = checkpoint.load_checkpoint(path)
         checks = [("run layout", state["layout"], self.layout)]
         if "model" in state:  # written before checkpoints held their config (see allowed_changes)
-            checks.append(("model", state["model"], to_dict(self.cfg.model)))
+            checks.append(("model", state["model"], _legacy_model(self.cfg, state["model"])))
         for section, saved, now in checks:
             if saved != now:
                 diff = ", ".join(f"{k} {saved.get(k)!r} -> {now[k]!r}" for k in sorted(now) if saved.get(k) != now[k])

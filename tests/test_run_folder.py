@@ -17,6 +17,7 @@ from dcgan.config import Config, load_config, may_change_key, resume_changes, to
 from dcgan.distributed import check_device_settings
 from dcgan.errors import UserError
 from dcgan.runlock import LOCK_FILE
+from dcgan.state import _legacy_model
 from dcgan.tracking import HISTORY_FILE
 
 # What defines a run. The policy is declared on the config fields (config.may_change); this list only
@@ -189,3 +190,14 @@ def test_model_and_batch_size_changes_are_listed(tmp_path, data_root):
     assert proc.returncode == 2
     assert proc.stderr.splitlines()[1:3] == ["  model.z_dim: 100 -> 64", "  train.batch_size: 16 -> 8"]
     assert yaml.safe_load((tmp_path / "config.yaml").read_text())["model"]["z_dim"] == 100  # left as it was
+
+
+def test_runs_saved_before_model_name_auto_still_resume():
+    """Checkpoints from before `model.name: auto` and `model.width` named the 28 px model `dcgan`."""
+    saved = to_dict(Config())
+    saved["model"] = {"name": "dcgan", "z_dim": 100}
+    assert resume_changes(saved, Config()) == ({}, {})
+    fixed, _ = resume_changes(saved, load_config(None, ["model.z_dim=64"]))
+    assert fixed == {"model.z_dim": (100, 64)}
+    # Older still: no config in the checkpoint, only its model section in state.pt.
+    assert _legacy_model(Config(), {"name": "dcgan", "z_dim": 100}) == {"name": "dcgan", "z_dim": 100}

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from torch import nn
 
-from dcgan.config import ModelConfig
+from dcgan.config import ModelConfig, resolved_model_name
 from dcgan.models.conditional import ChannelsDiscriminator, ConditionalGenerator, ProjectionDiscriminator
 from dcgan.models.paper import PaperDiscriminator, PaperGenerator
 from dcgan.models.tutorial import Discriminator, Generator, MLPDiscriminator, MLPGenerator, init_weights
@@ -29,9 +29,7 @@ __all__ = [
 
 def architecture(cfg: ModelConfig, image_size: int) -> str:
     """The model `model.name` stands for at this image size (`auto`: dcgan at 28 px, dcgan_paper above)."""
-    if cfg.name != "auto":
-        return cfg.name
-    return "dcgan" if image_size == 28 else "dcgan_paper"
+    return resolved_model_name(cfg.name, image_size)
 
 
 def _generator(name: str, cfg: ModelConfig, image_size: int, inputs: int, channels: int) -> nn.Module:
