@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Everything worth measuring on a lent GPU, in one call of under ~9 minutes on an H100:
-#   A. the three 20-epoch recipes of the README's results table (default DCGAN, seed-faithful DCGAN,
+#   A. the three 20-epoch recipes of docs/results.md's MNIST table (default DCGAN, seed-faithful DCGAN,
 #      the tutorial's MLP GAN), run side by side on the one GPU (eager);
 #   B. the default 20-epoch recipe alone with train.compile=true, timed end to end;
 #   C. bench/throughput.py at several batch sizes and precisions, compile off and on, and the host CPU

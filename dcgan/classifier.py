@@ -27,7 +27,7 @@ FORMAT = "dcgan-classifier/2"  # records its NetworkSpec under "network"
 FORMAT_MNIST = "dcgan-mnist-classifier/1"  # the first format, MNIST's network only: its spec is MNIST_SPEC
 METADATA_KEY = "classifier"  # its JSON: format, the command that made the file, its data and test accuracy
 WEIGHTS_DIR = Path(__file__).parent / "weights"
-# data.name -> (shipped file, its sha256); update a checksum (and the README) together with its file.
+# data.name -> (shipped file, its sha256); update a checksum (and docs/metrics.md) together with its file.
 SHIPPED = {
     "mnist": ("mnist_classifier.safetensors", "e556720357e4ebf2e4b0ef45c75d23c648c0a2870d227b37d03769590a81150f"),
     "fashion_mnist": (

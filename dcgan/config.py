@@ -43,7 +43,7 @@ class DataConfig:
     """Download MNIST or Fashion-MNIST into `root` when the files are missing (main process only)."""
     pixel_range: Literal["signed", "unit"] = "signed"
     """`signed` feeds [-1, 1]; `unit` feeds [0, 1], as the tutorial did: with this generator, which has
-    no biases, [0, 1] trained better (README, Results)."""
+    no biases, [0, 1] trained better (docs/results.md)."""
     limit: int = 0
     """Use only the first `limit` training images (0 = all; a folder's in sorted path order); for smoke tests."""
     image_size: int = 28
@@ -93,7 +93,7 @@ class ModelConfig:
     d_conditioning: Literal["projection", "channels"] = "projection"
     """How a conditional D takes the class: `projection` (Miyato & Koyama 2018: the inner product of a class
     embedding with D's last features, added to its logit) or `channels` (one-hot planes beside the image).
-    Measured on MNIST in README, Results."""
+    Measured on MNIST in docs/results.md."""
     class_dim: int = 10
     """Size of the conditional G's learned class embedding, joined to z."""
 
@@ -166,10 +166,10 @@ class TrainConfig:
     -log D(G(z)) for G, as in the DCGAN paper and the tutorial."""
     g_first: bool = True
     """Step G before D in each iteration, as the tutorial does (false: D first, the usual order);
-    G first scored better (README, Results)."""
+    G first scored better (docs/results.md)."""
     real_label: float = 0.9
     """Target for real images in D's loss: 0.9 (the tutorial's one-sided label smoothing) keeps D from
-    running away from G (README, Results); 1.0 turns it off."""
+    running away from G (docs/results.md); 1.0 turns it off."""
     d_loss_scale: float = 1.0
     """D's loss is scale x (real + fake); the tutorial halves it (0.5)."""
     ema_decay: float = 0.999
