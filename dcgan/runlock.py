@@ -41,6 +41,20 @@ class RunLocked(UserError):
     """The run folder belongs to a live trainer."""
 
 
+def claim(run_dir: Path, stale_s: float, wait_s: float = 0) -> RunLock:
+    """Make `run_dir` if needed, check that it is writable, and take its lock (a UserError otherwise)."""
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe = run_dir / f".write-test-{os.getpid()}"
+        probe.write_text("")
+        probe.unlink()
+    except OSError as e:
+        raise UserError(f"output_dir {run_dir} is not writable ({e.strerror})") from None
+    lock = RunLock(run_dir, stale_s)
+    lock.acquire(wait_s)
+    return lock
+
+
 def _machine() -> str:
     """What tells this machine and pid namespace apart from others that share the host name
     (containers, reboots); empty where there is no /proc."""

@@ -7,7 +7,6 @@ all-reduce D's gradients, so it runs D under `no_sync` and back-propagates into 
 
 from __future__ import annotations
 
-import os
 import signal
 from pathlib import Path
 
@@ -26,7 +25,7 @@ from dcgan.losses import LOSSES, Stats
 from dcgan.models import build_models
 from dcgan.pictures import make_gif, plot_losses
 from dcgan.rng import derive_seed
-from dcgan.runlock import RunLock
+from dcgan.runlock import RunLock, claim
 from dcgan.sampling import GENERATOR_FILE, export_generator, fixed_inputs, grid_caption, render, save_grid
 from dcgan.state import TrainState, allowed_changes
 from dcgan.tracking import HISTORY_FILE, Meter, RunLog
@@ -112,15 +111,7 @@ class Trainer:
         """Main process: own a writable run folder, then the dataset, the checkpoint to resume from and
         the config changes that resume makes (refused if any defines the run)."""
         cfg = self.cfg
-        try:
-            self.run_dir.mkdir(parents=True, exist_ok=True)
-            probe = self.run_dir / f".write-test-{os.getpid()}"
-            probe.write_text("")
-            probe.unlink()
-        except OSError as e:
-            raise UserError(f"output_dir {self.run_dir} is not writable ({e.strerror})") from None
-        self.lock = RunLock(self.run_dir, cfg.fault.lock_stale_s)
-        self.lock.acquire(cfg.fault.lock_wait_s)
+        self.lock = claim(self.run_dir, cfg.fault.lock_stale_s, cfg.fault.lock_wait_s)
         ensure_dataset(cfg.data)
         found = checkpoint.resolve_resume(self.run_dir / "checkpoints", cfg.resume)
         return (str(found), allowed_changes(found, cfg)) if found else (None, {})

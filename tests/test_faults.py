@@ -235,11 +235,6 @@ def test_bad_data_through_the_cli(tmp_path):
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [expected]
 
 
-def test_sync_batchnorm_on_cpu_is_refused(tmp_path, data_root):
-    proc = run_train(tmp_path, "train.sync_batchnorm=true", check=False)
-    assert proc.returncode == 2 and "sync_batchnorm=true needs CUDA GPUs" in proc.stderr
-
-
 def test_secrets_never_reach_the_run_folder_or_the_logs(tmp_path, data_root):
     secret = "0123456789abcdef0123456789abcdef01234567"
     env = _env()

@@ -12,9 +12,12 @@ from PIL import Image
 
 from conftest import REPO, _env, assert_same_tensors, load_weights, read_metrics, run_train
 from dcgan import checkpoint
-from dcgan.config import DataConfig, ModelConfig
+from dcgan.config import DataConfig, ModelConfig, load_config
 from dcgan.data.idx import load_images
+from dcgan.distributed import check_device_settings
+from dcgan.errors import UserError
 from dcgan.models import build_models
+from dcgan.runlock import claim
 from dcgan.sampling import generate, load_generator
 
 
@@ -81,39 +84,40 @@ def test_seed_faithful_recipe_runs(tmp_path, data_root):
     assert pixel_range == "unit"  # sampling maps the output back with the range it was trained on
 
 
-def _one_error_line(proc: subprocess.CompletedProcess) -> str:
-    assert proc.returncode == 2, proc.stderr[-3000:]
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and lines[0].startswith("dcgan: error: "), proc.stderr[-3000:]
-    return lines[0]
+@pytest.mark.parametrize(
+    ("override", "message"),
+    [
+        ("train.mixed_precision=fp16", "train.mixed_precision=fp16 needs a CUDA GPU; on CPU use bf16 or no"),
+        ("train.sync_batchnorm=true", "train.sync_batchnorm=true needs CUDA GPUs"),
+    ],
+)
+def test_settings_this_machine_cannot_run_are_refused(override, message):
+    with pytest.raises(UserError, match=message):
+        check_device_settings(load_config(None, [override, "train.cpu=true"]))
 
 
-def test_fp16_on_cpu_is_refused(tmp_path, data_root):
-    line = _one_error_line(run_train(tmp_path, "train.mixed_precision=fp16", check=False))
-    assert "fp16 needs a CUDA GPU; on CPU use bf16 or no" in line
-
-
-def test_config_error_before_any_work(tmp_path, data_root):
-    line = _one_error_line(run_train(tmp_path / "run", "train.batchsize=3", check=False))
-    assert "unknown config key train.batchsize (did you mean train.batch_size?)" in line
+@pytest.mark.slow
+def test_a_user_error_is_one_line_with_exit_code_2_before_any_work(tmp_path, data_root):
+    """The CLI's contract for every UserError (the others are tested in process)."""
+    proc = run_train(tmp_path / "run", "train.batchsize=3", check=False)
+    assert proc.returncode == 2
+    assert proc.stderr == "dcgan: error: unknown config key train.batchsize (did you mean train.batch_size?)\n"
     assert not (tmp_path / "run").exists()
 
 
-def test_unwritable_output_dir(tmp_path, data_root):
+def test_unwritable_output_dir(tmp_path):
     (tmp_path / "file").write_text("")
-    line = _one_error_line(run_train(tmp_path / "file" / "run", check=False))
-    assert "is not writable" in line
+    with pytest.raises(UserError, match=f"output_dir {tmp_path / 'file' / 'run'} is not writable"):
+        claim(tmp_path / "file" / "run", stale_s=60)
 
 
-def test_resume_refusals(tmp_path, data_root):
-    run_train(tmp_path, "train.max_steps=4")
-    line = _one_error_line(run_train(tmp_path, "resume=never", check=False))
-    assert "already holds checkpoints and resume=never would train over them" in line
-    line = _one_error_line(run_train(tmp_path, f"resume={tmp_path / 'nope'}", check=False))
-    assert "no such checkpoint folder" in line
-    # An explicit checkpoint path works.
-    proc = run_train(tmp_path, f"resume={tmp_path / 'checkpoints' / 'step_0000004'}", "train.max_steps=6")
-    assert "at step 4" in proc.stdout
+def test_resume_refusals(tmp_path):
+    root = tmp_path / "checkpoints"
+    (root / "step_0000004").mkdir(parents=True)
+    with pytest.raises(UserError, match="already holds checkpoints and resume=never would train over them"):
+        checkpoint.resolve_resume(root, "never")
+    with pytest.raises(UserError, match="no such checkpoint folder"):
+        checkpoint.resolve_resume(root, str(tmp_path / "nope"))
 
 
 def test_entry_points(tmp_path, data_root):
