@@ -2,12 +2,23 @@
 
 from __future__ import annotations
 
-import json
 import os
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+WANDB_DATA = REPO / ".pytest_cache" / "wandb"
+# Every process a test starts sees this environment, and so does this one before torch is imported: one thread
+# (two workers share CI's two cores), W&B offline with its artifact staging under the repo's pytest cache, and
+# reference statistics for fid_mnist & co. cached there too instead of the user's home.
+os.environ.update(OMP_NUM_THREADS="1", WANDB_MODE="offline", WANDB_DATA_DIR=str(WANDB_DATA), PYTHONUNBUFFERED="1")
+os.environ.setdefault("DCGAN_CACHE", str(REPO / ".pytest_cache" / "dcgan"))
+os.environ.pop("ACCELERATE_USE_CPU", None)
+
+import json
 import socket
 import subprocess
 import sys
-from pathlib import Path
+import tempfile
 
 import numpy as np
 import pytest
@@ -15,11 +26,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
+import forked
 from dcgan.config import DataConfig
 from dcgan.data import Dataset, ensure_dataset, load_dataset
 from dcgan.errors import UserError
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _find_data_root() -> Path:
@@ -33,20 +43,13 @@ def _find_data_root() -> Path:
 
 
 DATA_ROOT = _find_data_root()
-# Reference statistics for fid_mnist & co. are cached here, not in the user's home (subprocesses inherit it).
-os.environ.setdefault("DCGAN_CACHE", str(REPO / ".pytest_cache" / "dcgan"))
 SMOKE = REPO / "configs" / "smoke.yaml"
-WANDB_DATA = REPO / ".pytest_cache" / "wandb"
 # W&B is the default tracker; tests that do not test tracking turn it off (theirs may turn it on again).
 NO_TRACKER = "log.tracker=none"
 
 
 def _env() -> dict[str, str]:
-    env = dict(os.environ)
-    # W&B offline, and its artifact staging copies under the repo's pytest cache instead of the home folder.
-    env.update(OMP_NUM_THREADS="1", WANDB_MODE="offline", WANDB_DATA_DIR=str(WANDB_DATA), PYTHONUNBUFFERED="1")
-    env.pop("ACCELERATE_USE_CPU", None)
-    return env
+    return dict(os.environ)
 
 
 def free_port() -> int:
@@ -67,12 +70,24 @@ def train_command(run_dir: Path, *overrides: str, nproc: int = 1) -> list[str]:
     ]  # fmt: skip
 
 
+def run_python(command: list[str], env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
+    """`subprocess.run(command, cwd=REPO, capture_output=True, text=True)` for `python SCRIPT ...` and
+    `python -m MODULE ...`, run as a process forked from this worker's pre-imported server (tests/forked.py);
+    anything else (`accelerate launch`, other programs) is started for real."""
+    if command[0] != sys.executable or command[1:2] == ["-c"]:
+        return subprocess.run(command, cwd=REPO, env=env or _env(), capture_output=True, text=True, timeout=timeout)
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+        code = forked.run(command[1:], str(REPO), env or _env(), out, err, timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(command, timeout)
+        with open(out) as o, open(err) as e:
+            return subprocess.CompletedProcess(command, code, o.read(), e.read())
+
+
 def run_train(run_dir: Path, *overrides: str, nproc: int = 1, check: bool = True) -> subprocess.CompletedProcess:
     """Train through the real entry point; `check` fails the test with the run's output on a non-zero exit."""
-    proc = subprocess.run(
-        train_command(run_dir, *overrides, nproc=nproc),
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=600,
-    )  # fmt: skip
+    proc = run_python(train_command(run_dir, *overrides, nproc=nproc))
     if check and proc.returncode != 0:
         pytest.fail(f"training exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc

@@ -3,22 +3,18 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 
 import pytest
 
-from conftest import DATA_ROOT, REPO, _env
+from conftest import DATA_ROOT, REPO, run_python
 
 BENCH = REPO / "bench" / "throughput.py"
 
 
 def _bench(tmp_path, *args: str) -> dict:
     out = tmp_path / "result.json"
-    proc = subprocess.run(
-        [sys.executable, str(BENCH), "--data-root", str(DATA_ROOT), "--json", str(out), *args],
-        capture_output=True, text=True, env=_env(), timeout=300,
-    )  # fmt: skip
+    proc = run_python([sys.executable, str(BENCH), "--data-root", str(DATA_ROOT), "--json", str(out), *args])
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(out.read_text())
 

@@ -1,10 +1,9 @@
-import subprocess
 import sys
 
 import pytest
 import torch
 
-from conftest import REPO, _env
+from conftest import REPO, _env, run_python
 from dcgan.config import DataConfig
 from dcgan.data import ShardedBatches, ensure_dataset, from_model_range, load_dataset, to_model_range
 from dcgan.data.idx import load_images
@@ -87,10 +86,9 @@ def test_offline_download_fails_fast_with_one_line(tmp_path):
     """Through the real CLI, with every download pointed at a closed local port (as on an offline node)."""
     env = _env()
     env.update(http_proxy="http://127.0.0.1:9", https_proxy="http://127.0.0.1:9")
-    proc = subprocess.run(
-        [sys.executable, str(REPO / "train.py"), f"data.root={tmp_path}", f"output_dir={tmp_path / 'run'}"],
-        env=env, capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = run_python(
+        [sys.executable, str(REPO / "train.py"), f"data.root={tmp_path}", f"output_dir={tmp_path / 'run'}"], env=env
+    )
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1, proc.stderr

@@ -2,14 +2,13 @@
 offline numbers equal to the logged ones, and 2-process evaluation equal to 1-process."""
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 
 import pytest
 import torch
 
-from conftest import REPO, _env, read_metrics, run_train
+from conftest import read_metrics, run_python, run_train
 from dcgan import checkpoint, cli, reference
 from dcgan.classifier import SHIPPED, load_classifier
 from dcgan.config import Config, DataConfig
@@ -63,10 +62,9 @@ def test_training_logs_eval_keeps_best_and_eval_cli_reproduces_it(tmp_path, data
     assert best["fid_mnist"] == min(r["eval/fid_mnist"] for r in rows)
     assert checkpoint.verify(on / "checkpoints" / BEST) is None
     out = tmp_path / "eval.json"
-    cli_proc = subprocess.run(
+    cli_proc = run_python(
         [sys.executable, "-m", "dcgan", "eval", str(on / "checkpoints" / "step_0000064"), "--num-samples", "1100",
          "--out", str(out)],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert cli_proc.returncode == 0, cli_proc.stderr[-3000:]
     printed, written = json.loads(cli_proc.stdout), json.loads(out.read_text())
@@ -175,10 +173,9 @@ def test_fashion_mnist_is_scored_with_its_own_network(tmp_path, data_root):
     run_train(tmp_path, "data.name=fashion_mnist", "train.max_steps=32", "eval.every_epochs=1", "eval.num_samples=500")
     (row,) = _eval_rows(tmp_path, "fashion_mnist")
     assert not any("eval/fid_mnist" in r for r in read_metrics(tmp_path))
-    proc = subprocess.run(
-        [sys.executable, "-m", "dcgan", "eval", str(tmp_path / "checkpoints" / "step_0000032"), "--num-samples", "500"],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = run_python(
+        [sys.executable, "-m", "dcgan", "eval", str(tmp_path / "checkpoints" / "step_0000032"), "--num-samples", "500"]
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(proc.stdout)
     assert result["classifier_sha256"] == SHIPPED["fashion_mnist"][1] and result["data"] == "fashion_mnist"

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, _env, assert_same_tensors, load_weights, read_metrics, run_train, train_command
+from conftest import REPO, _env, assert_same_tensors, load_weights, read_metrics, run_python, run_train, train_command
 from dcgan import checkpoint
 from dcgan.config import DataConfig
 from dcgan.data.idx import load_images
@@ -228,8 +228,7 @@ def test_bad_data_files_fail_in_one_line(tmp_path, damage, message):
 
 def test_bad_data_through_the_cli(tmp_path):
     _write_idx(tmp_path / "MNIST" / "raw", np.zeros((4, 28, 28)), np.arange(3))
-    proc = subprocess.run(train_command(tmp_path / "run", f"data.root={tmp_path}"), cwd=REPO, env=_env(),
-                          capture_output=True, text=True, timeout=120)  # fmt: skip
+    proc = run_python(train_command(tmp_path / "run", f"data.root={tmp_path}"))
     labels = tmp_path / "MNIST" / "raw" / "train-labels-idx1-ubyte"
     expected = f"dcgan: error: {labels} has 3 labels for 4 images in train-images-idx3-ubyte"
     assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [expected]
@@ -239,8 +238,7 @@ def test_secrets_never_reach_the_run_folder_or_the_logs(tmp_path, data_root):
     secret = "0123456789abcdef0123456789abcdef01234567"
     env = _env()
     env["WANDB_API_KEY"] = secret
-    proc = subprocess.run(train_command(tmp_path, "log.tracker=wandb", "train.max_steps=4"), cwd=REPO, env=env,
-                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    proc = run_python(train_command(tmp_path, "log.tracker=wandb", "train.max_steps=4"), env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert secret not in proc.stdout + proc.stderr
     for path in tmp_path.rglob("*"):

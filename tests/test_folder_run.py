@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 from filelock import FileLock  # installed with torch
 
-from conftest import REPO, _env, read_metrics, run_train
+from conftest import _env, read_metrics, run_python, run_train
 from dcgan.classifier import load_classifier
 from dcgan.eval_cli import evaluate
 
@@ -21,8 +21,7 @@ KEYS = ("fid_fashion_png", "kid", "is_fashion_png", "coverage_min", "precision",
 
 
 def _dcgan(*args: str, env: dict) -> subprocess.CompletedProcess:
-    proc = subprocess.run([sys.executable, "-m", "dcgan", *args], cwd=REPO, env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    proc = run_python([sys.executable, "-m", "dcgan", *args], env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return proc
 

@@ -1,6 +1,5 @@
 """The tutorial's fully connected GAN (`model.name=mlp`): layers, config, training, resume and sampling."""
 
-import subprocess
 import sys
 
 import numpy as np
@@ -8,7 +7,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import REPO, _env, assert_same_tensors, load_weights, run_train
+from conftest import REPO, assert_same_tensors, load_weights, run_python, run_train
 from dcgan.config import Config, DataConfig, ModelConfig, load_config
 from dcgan.errors import UserError
 from dcgan.models import MLPDiscriminator, MLPGenerator, build_models
@@ -85,9 +84,8 @@ def test_mlp_trains_resumes_exactly_and_samples(tmp_path, data_root):
     generator, pixel_range = load_generator(full)
     assert isinstance(generator, MLPGenerator) and pixel_range == "unit"
     assert generate(generator, 4, 0, pixel_range).shape == (4, 1, 28, 28)
-    proc = subprocess.run(
-        [sys.executable, "-m", "dcgan", "sample", str(full), "--n", "6", "--out", str(tmp_path / "d.npy")],
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+    proc = run_python(
+        [sys.executable, "-m", "dcgan", "sample", str(full), "--n", "6", "--out", str(tmp_path / "d.npy")]
+    )
     assert proc.returncode == 0, proc.stderr
     assert np.load(tmp_path / "d.npy").shape == (6, 28, 28)

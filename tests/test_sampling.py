@@ -1,5 +1,4 @@
 import math
-import subprocess
 import sys
 
 import numpy as np
@@ -8,7 +7,7 @@ import torch
 from PIL import Image
 from safetensors.torch import save_file
 
-from conftest import REPO
+from conftest import run_python
 from dcgan.config import Config, ModelConfig, load_config
 from dcgan.errors import UserError
 from dcgan.models import build_models
@@ -58,10 +57,9 @@ def test_npy_is_uint8_white_on_black(tmp_path):
 def test_sample_cli_png_and_npy(generator_file, tmp_path):
     path, _ = generator_file
     for out in ("grid.png", "digits.npy"):
-        proc = subprocess.run(
-            [sys.executable, "-m", "dcgan", "sample", str(path), "--n", "10", "--out", str(tmp_path / out)],
-            cwd=REPO, capture_output=True, text=True, timeout=120,
-        )  # fmt: skip
+        proc = run_python(
+            [sys.executable, "-m", "dcgan", "sample", str(path), "--n", "10", "--out", str(tmp_path / out)]
+        )
         assert proc.returncode == 0, proc.stderr
     assert Image.open(tmp_path / "grid.png").size == (4 * 30 + 2, 3 * 30 + 2)  # 10 images as 4 x 3
     assert np.load(tmp_path / "digits.npy").shape == (10, 28, 28)
@@ -116,7 +114,7 @@ def test_rgb_generator_file_round_trips_and_writes_rgb_arrays_and_grids(rgb_gene
 def test_sample_cli_writes_numbered_pngs_for_fid_tools(rgb_generator_file, tmp_path):
     out = tmp_path / "samples"
     command = [sys.executable, "-m", "dcgan", "sample", str(rgb_generator_file), "--n", "12", "--out", f"{out}/"]
-    proc = subprocess.run(command, cwd=REPO, capture_output=True, text=True, timeout=120)
+    proc = run_python(command)
     assert proc.returncode == 0, proc.stderr
     assert proc.stdout.strip() == f"wrote 12 numbered PNG files to {out}/"
     assert sorted(p.name for p in out.iterdir()) == [f"{i:06d}.png" for i in range(12)]

@@ -10,7 +10,7 @@ from PIL import Image, ImageStat
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
 import wandb_reader
-from conftest import REPO, _env, read_metrics, run_train, train_command
+from conftest import REPO, _env, read_metrics, run_python, run_train, train_command
 
 LOGGED = {"loss_D", "loss_G", "D_x", "D_G_z", "grad_norm_D", "grad_norm_G", "lr_D", "lr_G", "images_per_s", "epoch"}
 
@@ -79,8 +79,7 @@ def test_wandb_by_default_names_groups_keeps_the_best_fid_and_the_model(tmp_path
     command = train_command(run_dir, "log.tracker=wandb", "train.max_steps=32", "eval.every_epochs=1",
                             "eval.num_samples=200")  # fmt: skip
     assert command.count("log.tracker=none") == 1  # the tests' own default, overridden here
-    proc = subprocess.run(command, cwd=REPO, env={**_env(), "SLURM_ARRAY_JOB_ID": "77"}, capture_output=True,
-                          text=True, timeout=300)  # fmt: skip
+    proc = run_python(command, env={**_env(), "SLURM_ARRAY_JOB_ID": "77"})
     assert proc.returncode == 0, proc.stderr[-3000:]
     (record_file,) = _record_files(run_dir)
     run = wandb_reader.run_record(record_file)
@@ -107,10 +106,7 @@ def test_resume_continues_the_same_wandb_run(tmp_path, data_root):
 def test_a_tracker_that_fails_to_start_does_not_stop_training(tmp_path, data_root):
     env = _env()
     env["WANDB_MODE"] = "no-such-mode"  # wandb.init raises
-    proc = subprocess.run(
-        train_command(tmp_path, "log.tracker=wandb", "train.max_steps=8"),
-        cwd=REPO, env=env, capture_output=True, text=True, timeout=300,
-    )  # fmt: skip
+    proc = run_python(train_command(tmp_path, "log.tracker=wandb", "train.max_steps=8"), env=env)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stderr.count("wandb start failed") == 1
     assert (tmp_path / "generator.safetensors").is_file() and len(read_metrics(tmp_path)) == 1
@@ -134,7 +130,7 @@ def test_run_folder_pictures(tmp_path, data_root):
     assert gif.n_frames == 4
     assert Image.open(tmp_path / "loss.png").size == (800, 600)
     (tmp_path / "progress.gif").unlink()
-    proc = subprocess.run([sys.executable, "-m", "dcgan", "gif", str(tmp_path)], capture_output=True, text=True)
+    proc = run_python([sys.executable, "-m", "dcgan", "gif", str(tmp_path)])
     assert proc.returncode == 0 and "(4 frames)" in proc.stdout
     assert Image.open(tmp_path / "progress.gif").n_frames == 4
 
