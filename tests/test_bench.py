@@ -19,6 +19,7 @@ def _bench(tmp_path, *args: str) -> dict:
     return json.loads(out.read_text())
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("compiled", [False, True], ids=["eager", "compiled"])
 def test_framework_and_tutorial_loop_compute_the_same_losses(tmp_path, compiled):
     result = _bench(tmp_path, "--check", "--batch", "16", *(["--compile"] if compiled else []))

@@ -90,7 +90,6 @@ def test_class_options_need_a_conditional_generator(tmp_path, capsys):
     assert "--class and --per-class need a conditional generator" in capsys.readouterr().err
 
 
-@pytest.mark.slow
 def test_a_conditional_run_needs_labelled_data(tmp_path, data_root):
     for i in range(4):  # images straight in the root: no class subfolders
         write_png(tmp_path / "images" / f"{i}.png", np.full((28, 28), 40 * i, dtype=np.uint8))

@@ -82,6 +82,7 @@ def test_missing_data_without_download_says_where(tmp_path):
         ensure_dataset(DataConfig(name="fashion_mnist", root=str(tmp_path), download=False))
 
 
+@pytest.mark.slow
 def test_offline_download_fails_fast_with_one_line(tmp_path):
     """Through the real CLI, with every download pointed at a closed local port (as on an offline node)."""
     env = _env()

@@ -175,6 +175,7 @@ def _final(op: str) -> list[str]:
     return args
 
 
+@pytest.mark.slow
 def test_the_entrypoint_runs_from_the_wheel_built_out_of_the_docker_context(image):
     where = subprocess.run([sys.executable, "-c", "import dcgan; print(dcgan.__file__)"], cwd=image.app,
                            env=image.env, capture_output=True, text=True, check=True).stdout  # fmt: skip
@@ -190,6 +191,7 @@ def test_the_entrypoint_runs_from_the_wheel_built_out_of_the_docker_context(imag
     assert "usage: dcgan train [-h] [--config CONFIG] [KEY=VALUE ...]" in proc.stdout
 
 
+@pytest.mark.slow
 def test_the_default_command_writes_only_to_the_volumes_as_the_image_user(image, data_root):
     """The image's CMD, as uid 1000 (the image's user) where the test runs as root, else as the current
     user, on an application folder it cannot write: everything lands in the /runs volume and its home."""

@@ -2,6 +2,7 @@
 
 import json
 
+import pytest
 import torch
 from safetensors import safe_open
 
@@ -47,6 +48,7 @@ def _weights_kind(path):
         return f.metadata()["weights"]
 
 
+@pytest.mark.slow
 def test_averaging_changes_the_samples_not_the_training(tmp_path, data_root):
     plain, averaged = tmp_path / "plain", tmp_path / "averaged"
     run_train(plain, "train.ema_decay=0", "train.max_steps=12")

@@ -95,6 +95,7 @@ def _push(run_dir, tmp_path, **env: str) -> subprocess.CompletedProcess:
     )  # fmt: skip
 
 
+@pytest.mark.slow
 def test_push_fails_in_one_line_without_a_token_or_a_network(run_dir, tmp_path):
     """Everything up to the upload: the network is not available here."""
     proc = _push(run_dir, tmp_path)

@@ -38,6 +38,7 @@ def _wait_for_training(run_dir: Path, proc: subprocess.Popen, timeout: float = 1
 # -- preemption ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_sigterm_saves_and_exits_with_the_preempted_code_then_resumes_exactly(tmp_path, data_root):
     long = ("train.epochs=50", "log.every_steps=2", "checkpoint.every_steps=0", "fault.check_every=3")
     run_dir = tmp_path / "preempted"
@@ -59,6 +60,7 @@ def test_sigterm_saves_and_exits_with_the_preempted_code_then_resumes_exactly(tm
     )
 
 
+@pytest.mark.slow
 def test_a_second_signal_exits_at_once(tmp_path, data_root):
     proc = _start(tmp_path, "train.epochs=50", "log.every_steps=1", "fault.check_every=1000")
     _wait_for_training(tmp_path, proc)

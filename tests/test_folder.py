@@ -155,7 +155,6 @@ def test_every_bad_folder_is_one_line_naming_it(tmp_path, cache, case):
     assert message in str(err.value) and "\n" not in str(err.value)
 
 
-@pytest.mark.slow
 def test_a_bad_folder_stops_training_in_one_line_with_exit_code_2(tmp_path, cache):
     """Through the real entry point: the UserErrors above end as one line on stderr, exit 2."""
     root, message = _bad_folder(tmp_path, "truncated")

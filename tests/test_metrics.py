@@ -96,6 +96,7 @@ def scorer(data_root):
     return run
 
 
+@pytest.mark.slow
 def test_worse_sets_rank_worse_in_order(scorer, data_root):
     """2000 images each, against the 10k test split (measured: fid_mnist 1.6, 8.7, 26, 150, 212)."""
     data = DataConfig(root=str(data_root))

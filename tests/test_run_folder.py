@@ -53,6 +53,7 @@ def _folder_state(run_dir: Path) -> dict[str, tuple[int, int]]:
     return {str(p.relative_to(run_dir)): (p.stat().st_mtime_ns, p.stat().st_size) for p in run_dir.rglob("*")}
 
 
+@pytest.mark.slow
 def test_a_changed_recipe_is_refused_and_allowed_changes_are_recorded(tmp_path, data_root):
     run_train(tmp_path, "train.max_steps=20")
     before = _folder_state(tmp_path)

@@ -104,6 +104,7 @@ def test_dcgan_config_answers_job_scripts_and_the_exit_code_file_records_the_out
     assert proc.stdout == "- 0.5\n- 0.999\n" and code_file.read_text() == "2\n"  # only the main process writes it
 
 
+@pytest.mark.slow
 def test_node_launcher_passes_each_stop_signal_on_exactly_once(tmp_path):
     """node_launch.py: a signal before the training process exists reaches it once it does; one that reaches
     launcher and training process together (as SLURM sends it) is not forwarded a second time."""
@@ -159,6 +160,7 @@ def _wait_for_training(slurm: LocalSlurm, job: str, run: Path) -> None:
         time.sleep(0.2)
 
 
+@pytest.mark.slow
 def test_a_two_node_job_is_preempted_requeues_itself_and_finishes_with_nothing_lost(slurm, tmp_path, data_root):
     run = tmp_path / "run"
     job = slurm.client(
@@ -197,6 +199,7 @@ def test_a_two_node_job_is_preempted_requeues_itself_and_finishes_with_nothing_l
     assert steps[0] + steps[1] == list(range(4, 65, 4)) and steps[0][-1] == step
 
 
+@pytest.mark.slow
 def test_a_requeued_job_starts_once_the_old_one_has_ended(slurm, tmp_path, data_root):
     """`scontrol requeue` of a running job: SLURM ends it (SIGTERM: the trainer saves and lets go of the run
     folder) and only then starts it again, which resumes from that checkpoint; no part of it is refused."""

@@ -50,6 +50,7 @@ def test_wandb_offline_records_losses_images_and_config(tmp_path, data_root):
     assert run.display_name == "probe" and list(run.tags) == ["smoke", "ci"]
 
 
+@pytest.mark.slow
 def test_wandb_service_is_shut_down(tmp_path, data_root):
     """wandb-core outlives its parent unless stopped, and names that parent with --pid. Only this run's is
     looked for (other tests' wandb runs may be going on in the other xdist worker), and it must be seen
@@ -73,6 +74,7 @@ def _wandb_core_parents() -> list[str]:
     return [line.split("--pid", 1)[1].split()[0] for line in listing.splitlines() if "--pid" in line]
 
 
+@pytest.mark.slow
 def test_wandb_by_default_names_groups_keeps_the_best_fid_and_the_model(tmp_path, data_root):
     """The default tracker, with no name or group set, in a SLURM array task, with an evaluation."""
     run_dir = tmp_path / "lr-sweep-2"
@@ -94,6 +96,7 @@ def test_wandb_by_default_names_groups_keeps_the_best_fid_and_the_model(tmp_path
     assert metadata["metrics"]["eval/fid_mnist"] == read_metrics(run_dir)[-1]["eval/fid_mnist"]
 
 
+@pytest.mark.slow
 def test_resume_continues_the_same_wandb_run(tmp_path, data_root):
     run_train(tmp_path, "log.tracker=wandb", "train.max_steps=8")
     run_train(tmp_path, "log.tracker=wandb", "train.max_steps=16")
@@ -122,6 +125,7 @@ def test_tensorboard_gets_the_same_scalars_and_the_grids(tmp_path, data_root):
     assert [e.step for e in accumulator.Images("samples")] == [8, 16]
 
 
+@pytest.mark.slow
 def test_run_folder_pictures(tmp_path, data_root):
     run_train(tmp_path, "log.sample_every=24")  # 2 epochs of 32 steps: grids at 24, 32, 48, 64
     frames = ["step_0000024.png", "step_0000032.png", "step_0000048.png", "step_0000064.png"]
@@ -141,6 +145,7 @@ def test_plain_progress_lines_when_stdout_is_not_a_terminal(tmp_path, data_root)
     assert len(lines) == 2 and lines[0].startswith("step 8/16 loss_D ") and " eta " in lines[0]
 
 
+@pytest.mark.slow
 def test_progress_bar_on_a_terminal(tmp_path, data_root):
     """Under a pseudo-terminal (util-linux `script`) the main process draws a tqdm bar instead."""
     command = "stty cols 120 rows 40; " + " ".join(train_command(tmp_path, "train.max_steps=16"))

@@ -38,8 +38,11 @@ def test_smoke_run_writes_the_run_folder(tmp_path, data_root):
 
 @pytest.mark.parametrize(
     "setting",
-    ["train.mixed_precision=no", "train.mixed_precision=bf16", "train.compile=true"],
-    ids=["fp32", "bf16", "compiled"],
+    [
+        pytest.param("train.mixed_precision=no", id="fp32"),
+        pytest.param("train.mixed_precision=bf16", id="bf16", marks=pytest.mark.slow),  # emulated: 4x slower
+        pytest.param("train.compile=true", id="compiled", marks=pytest.mark.slow),
+    ],
 )
 def test_resume_mid_epoch_is_bit_identical(tmp_path, data_root, setting):
     setting = (setting, "train.allow_emulated_bf16=true")  # bf16 numerics, on any CPU
@@ -62,6 +65,7 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path, data_root, setting):
     assert (full / grid).read_bytes() == (split / grid).read_bytes()
 
 
+@pytest.mark.slow
 def test_bf16_autocast_on_cpu(tmp_path, data_root):
     run_train(tmp_path / "bf16", "train.mixed_precision=bf16", "train.allow_emulated_bf16=true", "train.max_steps=16")
     run_train(tmp_path / "fp32", "train.max_steps=16")
@@ -96,7 +100,6 @@ def test_settings_this_machine_cannot_run_are_refused(override, message):
         check_device_settings(load_config(None, [override, "train.cpu=true"]))
 
 
-@pytest.mark.slow
 def test_a_user_error_is_one_line_with_exit_code_2_before_any_work(tmp_path, data_root):
     """The CLI's contract for every UserError (the others are tested in process)."""
     proc = run_train(tmp_path / "run", "train.batchsize=3", check=False)
@@ -120,6 +123,7 @@ def test_resume_refusals(tmp_path):
         checkpoint.resolve_resume(root, str(tmp_path / "nope"))
 
 
+@pytest.mark.slow
 def test_entry_points(tmp_path, data_root):
     console_script = str(Path(sys.executable).parent / "dcgan")  # installed by pip with the package
     for command in ([sys.executable, "-m", "dcgan", "--help"], [console_script, "train", "--help"]):
