@@ -96,6 +96,10 @@ class ModelConfig:
     logit). Channels scored better on MNIST with two seeds (docs/results.md)."""
     class_dim: int = 10
     """Size of the conditional G's learned class embedding, joined to z."""
+    output_bias: bool = False
+    """dcgan, dcgan_paper: a learnable bias on G's output layer, one per image channel, starting at 0 (a
+    deviation from the tutorial, whose G has no bias at all). Without it, G's Tanh output reaches an image
+    in [-1, 1]'s background value only in its saturated tail; off is the tutorial's model."""
 
     def validate(self) -> None:
         _check(self.z_dim >= 1, "model.z_dim", "must be >= 1")
@@ -105,6 +109,11 @@ class ModelConfig:
             not (self.conditional and self.name == "mlp"),
             "model.conditional",
             "the conditional GAN is built on the DCGANs (model.name auto, dcgan or dcgan_paper), not the mlp",
+        )
+        _check(
+            not (self.output_bias and self.name == "mlp"),
+            "model.output_bias",
+            "is for the DCGANs; the mlp's output layer has its bias already",
         )
 
 

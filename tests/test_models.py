@@ -20,6 +20,26 @@ def test_generator_shapes_and_range():
     assert out.min() >= -1 and out.max() <= 1
 
 
+@pytest.mark.parametrize("size", [28, 32])
+def test_output_bias_is_one_learnable_zero_start_bias_per_channel_on_gs_last_layer_only(size):
+    """model.output_bias: the only bias in either network, G's last; at init the same G as without it."""
+    overrides = ["model.output_bias=true", "data.name=folder", f"data.image_size={size}", "data.channels=3"]
+    cfg = load_config(None, overrides)
+    torch.manual_seed(0)
+    biased, d = build_models(cfg.model, size, 3)
+    torch.manual_seed(0)
+    plain, _ = build_models(load_config(None, overrides[1:]).model, size, 3)
+    convs = [m for m in biased.modules() if isinstance(m, nn.ConvTranspose2d)]
+    assert [m.bias is not None for m in convs] == [False] * (len(convs) - 1) + [True]
+    assert torch.equal(convs[-1].bias, torch.zeros(3)) and convs[-1].bias.requires_grad
+    assert not any(isinstance(m, nn.Conv2d) and m.bias is not None for m in d.modules())
+    assert _params(biased) == _params(plain) + 3
+    z = torch.randn(4, 100)
+    assert torch.equal(biased.eval()(z), plain.eval()(z))
+    with pytest.raises(UserError, match="config key model.output_bias: is for the DCGANs"):
+        load_config(None, ["model.output_bias=true", "model.name=mlp", "data.pixel_range=unit"])
+
+
 def test_discriminator_returns_one_logit_per_image():
     assert Discriminator()(torch.randn(7, 1, 28, 28)).shape == (7,)
 

@@ -25,7 +25,7 @@ from dcgan.tracking import HISTORY_FILE
 RUN_DEFINING = {
     "seed", "data.name", "data.pixel_range", "data.limit", "data.image_size", "data.channels",
     "data.skip_bad_images", "model.name", "model.z_dim", "model.width", "model.conditional", "model.d_conditioning",
-    "model.class_dim", "train.batch_size",
+    "model.class_dim", "model.output_bias", "train.batch_size",
     "train.mixed_precision", "train.sync_batchnorm", "train.loss", "train.g_first", "train.real_label",
     "train.d_loss_scale", "train.ema_decay",
 }  # fmt: skip

@@ -42,6 +42,7 @@ def test_smoke_run_writes_the_run_folder(tmp_path, data_root):
         pytest.param("train.mixed_precision=no", id="fp32"),
         pytest.param("train.mixed_precision=bf16", id="bf16", marks=pytest.mark.slow),  # emulated: 4x slower
         pytest.param("train.compile=true", id="compiled", marks=pytest.mark.slow),
+        pytest.param("model.output_bias=true", id="output_bias", marks=pytest.mark.slow),
     ],
 )
 def test_resume_mid_epoch_is_bit_identical(tmp_path, data_root, setting):

@@ -35,9 +35,9 @@ def architecture(cfg: ModelConfig, image_size: int) -> str:
 def _generator(name: str, cfg: ModelConfig, image_size: int, inputs: int, channels: int) -> nn.Module:
     """An unconditional G with `inputs` noise values in and `channels` image channels out."""
     if name == "dcgan":
-        return Generator(inputs, channels)
+        return Generator(inputs, channels, cfg.output_bias)
     if name == "dcgan_paper":
-        return PaperGenerator(inputs, image_size, channels, cfg.width)
+        return PaperGenerator(inputs, image_size, channels, cfg.width, cfg.output_bias)
     if name == "mlp":
         return MLPGenerator(inputs)
     raise ValueError(f"unknown model {cfg.name!r}")

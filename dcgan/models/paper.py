@@ -15,7 +15,7 @@ import torch
 from einops import rearrange
 from torch import nn
 
-from dcgan.models.tutorial import down_block, up_block
+from dcgan.models.tutorial import down_block, output_layer, up_block
 
 
 def hidden_widths(image_size: int, width: int) -> list[int]:
@@ -25,14 +25,16 @@ def hidden_widths(image_size: int, width: int) -> list[int]:
 
 
 class PaperGenerator(nn.Module):
-    def __init__(self, z_dim: int = 100, image_size: int = 64, channels: int = 3, width: int = 64):
+    def __init__(
+        self, z_dim: int = 100, image_size: int = 64, channels: int = 3, width: int = 64, output_bias: bool = False
+    ):
         super().__init__()
         self.z_dim = z_dim
         widths = hidden_widths(image_size, width)
         layers = up_block(z_dim, widths[0], 4, 1, 0)
         for c_in, c_out in pairwise(widths):
             layers += up_block(c_in, c_out, 4, 2, 1)
-        layers += [nn.ConvTranspose2d(widths[-1], channels, 4, 2, 1, bias=False), nn.Tanh()]
+        layers += [output_layer(widths[-1], channels, output_bias), nn.Tanh()]
         self.net = nn.Sequential(*layers)
 
     def forward(self, z: torch.Tensor) -> torch.Tensor:

@@ -21,6 +21,15 @@ def up_block(c_in: int, c_out: int, kernel: int, stride: int, padding: int) -> l
     ]
 
 
+def output_layer(c_in: int, channels: int, bias: bool) -> nn.ConvTranspose2d:
+    """G's last layer (k4 s2 p1); `bias` (model.output_bias) adds one zero-started bias per image channel without
+    drawing from the RNG, so that a seed initialises every other weight as it does without it."""
+    layer = nn.ConvTranspose2d(c_in, channels, 4, 2, 1, bias=False)
+    if bias:
+        layer.bias = nn.Parameter(torch.zeros(channels))
+    return layer
+
+
 def down_block(c_in: int, c_out: int, kernel: int, batch_norm: bool = True) -> list[nn.Module]:
     layers: list[nn.Module] = [nn.Conv2d(c_in, c_out, kernel, 2, 1, bias=False)]
     if batch_norm:
@@ -30,14 +39,14 @@ def down_block(c_in: int, c_out: int, kernel: int, batch_norm: bool = True) -> l
 
 
 class Generator(nn.Module):
-    def __init__(self, z_dim: int = 100, channels: int = 1):
+    def __init__(self, z_dim: int = 100, channels: int = 1, output_bias: bool = False):
         super().__init__()
         self.z_dim = z_dim
         self.net = nn.Sequential(
             *up_block(z_dim, 128, 4, 2, 0),
             *up_block(128, 64, 3, 2, 1),
             *up_block(64, 32, 4, 2, 1),
-            nn.ConvTranspose2d(32, channels, 4, 2, 1, bias=False),
+            output_layer(32, channels, output_bias),
             nn.Tanh(),
         )
 
@@ -105,9 +114,12 @@ def _dense(n_in: int, n_out: int, dropout: float = 0.0) -> list[nn.Module]:
 
 
 def init_weights(module: nn.Module) -> None:
-    """DCGAN initialisation (Radford et al. 2015): conv weights N(0, 0.02), BatchNorm gamma N(1, 0.02)."""
+    """DCGAN initialisation (Radford et al. 2015): conv weights N(0, 0.02), BatchNorm gamma N(1, 0.02); the
+    only conv bias (G's output layer with model.output_bias) starts at 0."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, 0.02)
+        if module.bias is not None:
+            nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
