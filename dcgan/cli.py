@@ -192,9 +192,11 @@ def _push(args: argparse.Namespace) -> None:
 
 def _gif(args: argparse.Namespace) -> None:
     from dcgan.pictures import make_gif
+    from dcgan.rundir import RunDir
 
-    out = args.out or args.run_dir / "progress.gif"
-    frames = make_gif(args.run_dir / "samples", out)
+    run = RunDir(args.run_dir)
+    out = args.out or run.progress_gif
+    frames = make_gif(run.samples, out)
     print(f"wrote {out} ({frames} frames)")
 
 

@@ -19,15 +19,16 @@ from dcgan.config import Config, DataConfig, load_config
 from dcgan.data import ensure_dataset, load_dataset
 from dcgan.evaluation import embed_generated, score
 from dcgan.reference import reference_for
+from dcgan.rundir import EVAL_FILE, RunDir
 from dcgan.sampling import generator_data, load_generator_and_metadata, resolve_generator_file
 
 
 def run_config(source: Path) -> Config | None:
     """The config of the run a run folder, checkpoint folder or generator file belongs to, if it has one."""
     folder = source if source.is_dir() else source.parent
-    for candidate in (folder, folder.parent.parent):  # a run folder, or a checkpoint inside one
-        if (candidate / "config.yaml").is_file():
-            return load_config(candidate / "config.yaml")
+    for candidate in (RunDir(folder), RunDir(folder.parent.parent)):  # a run folder, or a checkpoint inside one
+        if candidate.config.is_file():
+            return load_config(candidate.config)
     return None
 
 
@@ -114,4 +115,4 @@ def eval_output(source: Path | None, out: Path | None) -> Path:
         return out
     if source is None:
         return Path("eval_real.json")
-    return source / "eval.json" if source.is_dir() else source.with_suffix(".eval.json")
+    return source / EVAL_FILE if source.is_dir() else source.with_suffix(".eval.json")

@@ -34,6 +34,7 @@ from dcgan.metrics import (
 )
 from dcgan.reference import Reference, reference_for
 from dcgan.rng import derive_seed
+from dcgan.rundir import RunDir
 from dcgan.sampling import sample_noise
 
 if TYPE_CHECKING:
@@ -152,8 +153,8 @@ class Evaluator:
     main process says so once.
     """
 
-    def __init__(self, cfg: Config, accelerator: Accelerator, run_dir: Path):
-        self.cfg, self.accelerator, self.run_dir = cfg, accelerator, run_dir
+    def __init__(self, cfg: Config, accelerator: Accelerator, run: RunDir):
+        self.cfg, self.accelerator, self.run = cfg, accelerator, run
         self.classifier: FeatureNetwork | None = None
         self.reference: Reference | None = None
         self.last: dict[str, float] = {}  # the newest evaluation's logged values (main process)
@@ -203,7 +204,7 @@ class Evaluator:
 
     def _keep_best(self, values: dict[str, Any], step: int, epoch: int) -> bool:
         """Copy this step's checkpoint to checkpoints/best/ if its fid beats the kept one's."""
-        root = self.run_dir / "checkpoints"
+        root = self.run.checkpoints
         record = root / BEST / "best.json"
         if not values[f"fid_{values['network']}"] < _kept_fid(record):  # also false for NaN
             return False

@@ -23,6 +23,7 @@ from dcgan import __version__
 from dcgan.checkpoint import read_weights, save_weights
 from dcgan.config import yaml_scalar
 from dcgan.errors import UserError
+from dcgan.rundir import RunDir
 from dcgan.sampling import EXPORTED_FILE, generate, load_generator, resolve_generator_file, save_grid
 
 MODEL_FILE = EXPORTED_FILE
@@ -38,7 +39,7 @@ def export_model(source: Path, out_dir: Path) -> Path:
     generator, pixel_range = load_generator(file)  # checks that it is a dcgan generator first
     tensors, metadata = read_weights(file)
     run_dir = _run_folder_of(file)
-    recipe = _portable(yaml.safe_load((run_dir / "config.yaml").read_text())) if run_dir else None
+    recipe = _portable(yaml.safe_load(run_dir.config.read_text())) if run_dir else None
     metrics, measured_by = _metrics_of(run_dir, file)
     out_dir.mkdir(parents=True, exist_ok=True)
     save_weights(out_dir / MODEL_FILE, tensors, metadata)
@@ -61,11 +62,11 @@ def export_model(source: Path, out_dir: Path) -> Path:
     return out_dir
 
 
-def _run_folder_of(file: Path) -> Path | None:
+def _run_folder_of(file: Path) -> RunDir | None:
     """The run folder a generator file belongs to (its own folder, or two up from a checkpoint's)."""
-    for folder in (file.parent, file.parent.parent.parent):
-        if (folder / "config.yaml").is_file() and (folder / "checkpoints").is_dir():
-            return folder
+    for run in (RunDir(file.parent), RunDir(file.parent.parent.parent)):
+        if run.config.is_file() and run.checkpoints.is_dir():
+            return run
     return None
 
 
@@ -81,17 +82,17 @@ def _portable(recipe: dict[str, Any]) -> dict[str, Any]:
     return kept
 
 
-def _metrics_of(run_dir: Path | None, file: Path) -> tuple[dict[str, Any], str]:
+def _metrics_of(run_dir: RunDir | None, file: Path) -> tuple[dict[str, Any], str]:
     """The run's sample-quality numbers: `dcgan eval`'s eval.json, else the last evaluation during training."""
     if run_dir is None:
         return {}, _NOT_EVALUATED
-    eval_json = run_dir / "eval.json"
+    eval_json = run_dir.eval_json
     if eval_json.is_file():
         result = json.loads(eval_json.read_text())
         return result, f"`dcgan eval` ({result.get('num_samples')} samples, seed {result.get('seed')})"
     rows = []
-    if (run_dir / "metrics.jsonl").is_file():
-        rows = [json.loads(line) for line in (run_dir / "metrics.jsonl").read_text().splitlines() if line]
+    if run_dir.metrics.is_file():
+        rows = [json.loads(line) for line in run_dir.metrics.read_text().splitlines() if line]
     evaluated = [row for row in rows if any(k.startswith("eval/") for k in row)]
     if not evaluated:
         return {}, _NOT_EVALUATED

@@ -26,8 +26,8 @@ from dcgan.data import from_model_range
 from dcgan.errors import UserError
 from dcgan.models import build_generator
 from dcgan.rng import derive_seed
+from dcgan.rundir import GENERATOR_FILE, RunDir
 
-GENERATOR_FILE = "generator.safetensors"
 FIXED_SAMPLES = 64  # an unconditional run's fixed-noise grid: 8 x 8
 FIXED_COLUMNS = 8  # a conditional run's: one row per class, the same noise down each column
 EXPORTED_FILE = "model.safetensors"  # in a folder written by `dcgan export` (dcgan/export.py)
@@ -66,7 +66,7 @@ def resolve_generator_file(path: Path) -> Path:
     if (path / EXPORTED_FILE).is_file():
         return path / EXPORTED_FILE
     if path.is_dir():
-        newest = path if (path / GENERATOR_FILE).is_file() else latest_valid(path / "checkpoints")
+        newest = path if (path / GENERATOR_FILE).is_file() else latest_valid(RunDir(path).checkpoints)
         if newest is not None:
             averaged = newest / AVERAGE_FILE
             return averaged if averaged.is_file() else newest / GENERATOR_FILE

@@ -17,6 +17,7 @@ from dcgan.distributed import bare_model, gather_per_rank, on_main
 from dcgan.ema import GeneratorAverage
 from dcgan.errors import UserError
 from dcgan.rng import capture, restore
+from dcgan.rundir import RunDir
 from dcgan.sampling import generator_metadata
 
 
@@ -77,7 +78,7 @@ class TrainState:
         self.layout = layout
         self.classes = classes  # a conditional G's class names, in its checkpointed generator files
         self.progress = Progress()
-        self.root = Path(cfg.output_dir) / "checkpoints"
+        self.root = RunDir(Path(cfg.output_dir)).checkpoints
 
     def load(self, path: Path, steps_per_epoch: int) -> None:
         acc = self.accelerator

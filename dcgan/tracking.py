@@ -24,10 +24,8 @@ from tqdm import tqdm
 
 from dcgan import __version__, hardware
 from dcgan.config import Config, change_lines, to_dict, to_flat_dict
+from dcgan.rundir import RunDir
 from dcgan.sampling import to_pixels, to_uint8
-
-WANDB_ID_FILE = "wandb_run_id"
-HISTORY_FILE = "run_history.jsonl"  # one line per start of the run: where, on what, and what changed
 
 
 def _has_wandb_credentials() -> bool:
@@ -40,8 +38,8 @@ def _has_wandb_credentials() -> bool:
 
 
 class RunLog:
-    def __init__(self, accelerator: Accelerator, cfg: Config, run_dir: Path, total_steps: int, start_step: int):
-        self.accelerator, self.cfg, self.run_dir = accelerator, cfg, run_dir
+    def __init__(self, accelerator: Accelerator, cfg: Config, run: RunDir, total_steps: int, start_step: int):
+        self.accelerator, self.cfg, self.run = accelerator, cfg, run
         self.main = accelerator.is_main_process
         self.trackers_on = cfg.log.tracker != "none"
         self.total_steps = total_steps
@@ -57,7 +55,7 @@ class RunLog:
 
     def _forget_after(self, step: int) -> None:
         """A resumed run repeats the steps after its checkpoint: drop their old metrics lines."""
-        path = self.run_dir / "metrics.jsonl"
+        path = self.run.metrics
         if path.is_file():
             kept = [line for line in path.read_text().splitlines() if line and json.loads(line)["step"] <= step]
             path.write_text("".join(line + "\n" for line in kept))
@@ -89,7 +87,7 @@ class RunLog:
             "versions": _versions(),
             "changes": {key: list(pair) for key, pair in sorted(changes.items())},
         }
-        with (self.run_dir / HISTORY_FILE).open("a") as f:
+        with self.run.history.open("a") as f:
             f.write(json.dumps(entry) + "\n")
 
     def _start_tracker(self, machine: dict[str, Any], changes: dict[str, tuple]) -> None:
@@ -112,10 +110,10 @@ class RunLog:
                 os.environ["WANDB_MODE"] = "offline"  # the usual case on cluster nodes without internet
             array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
             init_kwargs["wandb"] = {
-                "dir": str(self.run_dir),
+                "dir": str(self.run),
                 "id": self._wandb_run_id(),
                 "resume": "allow",
-                "name": log.run_name or self.run_dir.resolve().name,
+                "name": log.run_name or self.run.root.resolve().name,
                 "group": log.group or (f"array-{array_job}" if array_job else None),
                 "entity": log.entity or None,
                 "tags": list(log.tags) or None,
@@ -130,13 +128,13 @@ class RunLog:
             self._tracker_failed("start", e)
             return
         if log.tracker == "wandb" and os.environ.get("WANDB_MODE") == "offline":
-            self.print(f"W&B is offline; upload this run later with: wandb sync {self.run_dir}/wandb/offline-run-*")
+            self.print(f"W&B is offline; upload this run later with: wandb sync {self.run}/wandb/offline-run-*")
 
     def _wandb_run_id(self) -> str | None:
         """The run's W&B id, created once and kept in the run folder so resumes log to the same run."""
         if not self.main:
             return None
-        path = self.run_dir / WANDB_ID_FILE
+        path = self.run.wandb_id
         if path.is_file():
             return path.read_text().strip()
         run_id = secrets.token_hex(6)  # W&B accepts any short [a-z0-9] id
@@ -180,7 +178,7 @@ class RunLog:
         self._send(values, step)
 
     def _append_jsonl(self, values: dict[str, float], step: int) -> None:
-        with (self.run_dir / "metrics.jsonl").open("a") as f:
+        with self.run.metrics.open("a") as f:
             f.write(json.dumps({"step": step, **values}) + "\n")
 
     def _send(self, values: dict[str, float], step: int) -> None:

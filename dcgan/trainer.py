@@ -25,17 +25,18 @@ from dcgan.losses import LOSSES, Stats
 from dcgan.models import build_models
 from dcgan.pictures import make_gif, plot_losses
 from dcgan.rng import derive_seed
+from dcgan.rundir import RunDir
 from dcgan.runlock import RunLock, claim
-from dcgan.sampling import GENERATOR_FILE, export_generator, fixed_inputs, grid_caption, render, save_grid
+from dcgan.sampling import export_generator, fixed_inputs, grid_caption, render, save_grid
 from dcgan.state import TrainState, allowed_changes
-from dcgan.tracking import HISTORY_FILE, Meter, RunLog
+from dcgan.tracking import Meter, RunLog
 
 
 class Trainer:
     def __init__(self, cfg: Config):
         self.cfg = cfg
         self.accelerator = acc = make_accelerator(cfg)
-        self.run_dir = Path(cfg.output_dir)
+        self.run = RunDir(Path(cfg.output_dir))
         self.lock: RunLock | None = None  # the main process's hold on the run folder
         try:
             self.resumed_from, self.changes = on_main(acc, self._prepare_run)
@@ -90,7 +91,7 @@ class Trainer:
             cfg, acc, (self.G, self.D), (self.opt_g, self.opt_d), self.noise, layout, self.average, self.classes
         )
         self.progress = self.state.progress  # the same object: the loop advances what checkpoints save
-        self.evaluator = Evaluator(cfg, acc, self.run_dir)
+        self.evaluator = Evaluator(cfg, acc, self.run)
         if self.resumed_from is not None:
             self.state.load(Path(self.resumed_from), self.batches.steps_per_epoch)
 
@@ -111,9 +112,9 @@ class Trainer:
         """Main process: own a writable run folder, then the dataset, the checkpoint to resume from and
         the config changes that resume makes (refused if any defines the run)."""
         cfg = self.cfg
-        self.lock = claim(self.run_dir, cfg.fault.lock_stale_s, cfg.fault.lock_wait_s)
+        self.lock = claim(self.run.root, cfg.fault.lock_stale_s, cfg.fault.lock_wait_s)
         ensure_dataset(cfg.data)
-        found = checkpoint.resolve_resume(self.run_dir / "checkpoints", cfg.resume)
+        found = checkpoint.resolve_resume(self.run.checkpoints, cfg.resume)
         return (str(found), allowed_changes(found, cfg)) if found else (None, {})
 
     def release(self) -> None:
@@ -201,17 +202,17 @@ class Trainer:
         cfg, acc, p = self.cfg, self.accelerator, self.progress
         total, per_epoch = self.total_steps(), self.batches.steps_per_epoch
         if acc.is_main_process:  # only once the run is accepted: a refused resume leaves the folder as it was
-            (self.run_dir / "config.yaml").write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
-        self.log = RunLog(acc, cfg, self.run_dir, total, p.step)
+            self.run.config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
+        self.log = RunLog(acc, cfg, self.run, total, p.step)
         if self.resumed_from is not None:
             self.log.print(f"resumed from {self.resumed_from} at step {p.step}")
         if self.changes:
             changed = "; ".join(change_lines(self.changes))
-            self.log.print(f"changed since the checkpoint (recorded in {HISTORY_FILE}): {changed}")
+            self.log.print(f"changed since the checkpoint (recorded in {self.run.history.name}): {changed}")
         self.log.print(
             f"training {total} steps ({per_epoch} per epoch) on {acc.num_processes} process(es), "
             f"{acc.device.type}, precision {cfg.train.mixed_precision}, global batch "
-            f"{cfg.train.batch_size * acc.num_processes}; run folder {self.run_dir}"
+            f"{cfg.train.batch_size * acc.num_processes}; run folder {self.run}"
         )
         self.log.start(self.changes)
         self.meter = Meter(acc.device)  # times from here, not from construction
@@ -227,12 +228,12 @@ class Trainer:
         if not self.accelerator.is_main_process:
             return
         line = (
-            f"{self.run_dir} is finished at step {self.progress.step} (this config trains {self.total_steps()} "
+            f"{self.run} is finished at step {self.progress.step} (this config trains {self.total_steps()} "
             "steps): nothing to do; raise train.epochs or train.max_steps to train further"
         )
-        if not (self.run_dir / GENERATOR_FILE).is_file():
+        if not self.run.generator.is_file():
             self._export()
-            line += f"; wrote its missing {GENERATOR_FILE}"
+            line += f"; wrote its missing {self.run.generator.name}"
         print(line, flush=True)
 
     def advance(self, measure: bool = False) -> Stats:
@@ -296,13 +297,13 @@ class Trainer:
             owner = f": {self.lock.lost}" if lost else ""
             self.log.close()
             raise Stopped(
-                f"another trainer took the run folder {self.run_dir} over{owner}; stopped at step {p.step} "
+                f"another trainer took the run folder {self.run} over{owner}; stopped at step {p.step} "
                 "without saving, so as not to overwrite its work",
                 EXIT_USER_ERROR,
             )
         worst = max(streaks)
         if worst >= self.cfg.fault.max_nonfinite_steps:
-            newest = checkpoint.latest_valid(self.run_dir / "checkpoints")
+            newest = checkpoint.latest_valid(self.run.checkpoints)
             kept = f"the last good checkpoint is {newest}" if newest else "no checkpoint had been saved yet"
             self.log.close()
             raise Stopped(
@@ -342,15 +343,15 @@ class Trainer:
     def _sample_fixed(self) -> None:
         """Main process: a grid from the run's fixed noise, through `sampler()` in eval mode."""
         step = self.progress.step
-        path = self.run_dir / "samples" / f"step_{step:07d}.png"
+        path = self.run.sample_grid(step)
         if not self.accelerator.is_main_process or path.exists():
             return
         images = render(self.sampler(), self.fixed_noise, self.cfg.data.pixel_range, self.fixed_labels)
         self.log.image(save_grid(images, path, self.grid_columns), step, grid_caption(self.classes))
 
     def _plot(self) -> None:
-        if self.accelerator.is_main_process and (self.run_dir / "metrics.jsonl").is_file():
-            plot_losses(self.run_dir / "metrics.jsonl", self.run_dir / "loss.png")
+        if self.accelerator.is_main_process and self.run.metrics.is_file():
+            plot_losses(self.run.metrics, self.run.loss_plot)
 
     def save(self) -> Path | None:
         """Checkpoint the full training state (a collective: every rank must call it).
@@ -367,15 +368,15 @@ class Trainer:
     def _export(self) -> None:
         weights = "ema" if self.average is not None else "last"
         generator, step = self.sampler(), self.progress.step
-        export_generator(self.run_dir / GENERATOR_FILE, generator, self.cfg, step, weights, self.classes)
+        export_generator(self.run.generator, generator, self.cfg, step, weights, self.classes)
 
     def _finish(self) -> None:
         acc = self.accelerator
         if acc.is_main_process:
             self._export()
-            self.log.model_artifact(self.run_dir / GENERATOR_FILE, self.progress.step, self.evaluator.last)
+            self.log.model_artifact(self.run.generator, self.progress.step, self.evaluator.last)
             self._sample_fixed()
             self._plot()
-            make_gif(self.run_dir / "samples", self.run_dir / "progress.gif")
-            self.log.print(f"done: {self.run_dir / GENERATOR_FILE}")
+            make_gif(self.run.samples, self.run.progress_gif)
+            self.log.print(f"done: {self.run.generator}")
         self.log.close()

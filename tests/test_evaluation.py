@@ -14,6 +14,7 @@ from dcgan.classifier import SHIPPED, load_classifier
 from dcgan.config import Config, DataConfig
 from dcgan.eval_cli import evaluate, evaluate_real
 from dcgan.evaluation import BEST, Evaluator, logged_keys
+from dcgan.rundir import RunDir
 from dcgan.sampling import generate, load_generator, sample_noise
 
 EVAL = ("eval.every_epochs=1", "eval.num_samples=1100")  # 3 chunks of 500: 2 ranks get unequal shares
@@ -114,7 +115,7 @@ def test_best_checkpoint_survives_rotation_and_only_improves(tmp_path):
 
     cfg = Config(output_dir=str(tmp_path))
     cfg.eval.every_epochs = 0  # no network needed to keep checkpoints
-    evaluator = Evaluator(cfg, accelerator=None, run_dir=tmp_path)
+    evaluator = Evaluator(cfg, accelerator=None, run=RunDir(tmp_path))
     save(10)
     assert evaluator._keep_best(_fid(5.0), step=10, epoch=1)
     save(20)

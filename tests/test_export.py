@@ -15,7 +15,8 @@ from conftest import REPO, _env
 from dcgan.cli import main
 from dcgan.config import ModelConfig, load_config, to_dict
 from dcgan.models import build_models
-from dcgan.sampling import GENERATOR_FILE, export_generator
+from dcgan.rundir import GENERATOR_FILE
+from dcgan.sampling import export_generator
 
 
 @pytest.fixture

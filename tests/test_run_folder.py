@@ -16,9 +16,9 @@ from dcgan import checkpoint, hardware
 from dcgan.config import Config, load_config, may_change_key, resume_changes, to_dict, to_flat_values
 from dcgan.distributed import check_device_settings
 from dcgan.errors import UserError
+from dcgan.rundir import HISTORY_FILE
 from dcgan.runlock import LOCK_FILE
 from dcgan.state import _legacy_model, allowed_changes
-from dcgan.tracking import HISTORY_FILE
 
 # What defines a run. The policy is declared on the config fields (config.may_change); this list only
 # makes a change of policy a visible decision in review.
