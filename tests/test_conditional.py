@@ -2,7 +2,6 @@
 DDP guarantees of the unconditional ones, samples come by class, and a short run learns the classes."""
 
 import json
-import subprocess
 import sys
 
 import numpy as np
@@ -14,11 +13,11 @@ import wandb_reader
 from conftest import (
     REPO,
     SMOKE,
-    _env,
     assert_same_tensors,
     free_port,
     load_weights,
     read_metrics,
+    run_python,
     run_train,
     write_png,
 )
@@ -128,7 +127,7 @@ def test_conditional_on_two_processes_keeps_the_ddp_guarantees_and_resumes_exact
             str(REPO / "tests" / "dist_probe.py"), str(out), str(SMOKE), f"output_dir={out}",
             f"data.root={data_root}", *CONDITIONAL, f"train.max_steps={steps}",
         ]  # fmt: skip
-        proc = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+        proc = run_python(command, timeout=300)
         assert proc.returncode == 0, proc.stderr[-5000:]
         return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
 

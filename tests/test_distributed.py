@@ -1,7 +1,6 @@
 """Real 2-process CPU launches through `accelerate launch` and the project's launch/ config."""
 
 import json
-import subprocess
 import sys
 
 import pytest
@@ -10,11 +9,11 @@ import torch
 from conftest import (
     REPO,
     SMOKE,
-    _env,
     assert_same_tensors,
     free_port,
     load_weights,
     read_metrics,
+    run_python,
     run_train,
     train_command,
 )
@@ -31,7 +30,7 @@ def test_ddp_world_size_weight_equality_and_no_d_allreduce_in_g_step(tmp_path, d
         str(REPO / "tests" / "dist_probe.py"), str(tmp_path), str(SMOKE),
         f"output_dir={tmp_path / 'run'}", f"data.root={data_root}", "train.max_steps=6", order,
     ]  # fmt: skip
-    proc = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    proc = run_python(command, timeout=300)
     assert proc.returncode == 0, proc.stderr[-5000:]
     reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
     for rank, report in enumerate(reports):
@@ -82,10 +81,10 @@ def test_resume_with_another_world_size_is_refused(tmp_path, data_root):
 
 def test_user_error_on_the_main_rank_stops_every_rank_once(tmp_path, data_root):
     """Missing data is found on rank 0 only; rank 1 must stop too instead of waiting at a barrier."""
-    proc = subprocess.run(
+    proc = run_python(
         train_command(tmp_path / "run", f"data.root={tmp_path / 'empty'}", "data.download=false", nproc=2),
-        cwd=REPO, env=_env(), capture_output=True, text=True, timeout=120,
-    )  # fmt: skip
+        timeout=120,
+    )
     assert proc.returncode != 0
     ours = [line for line in proc.stderr.splitlines() if line.startswith("dcgan: error:")]
     assert len(ours) == 1 and "MNIST files missing in" in ours[0], proc.stderr[-3000:]

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, SMOKE, _env, assert_same_tensors, free_port, load_weights, run_train, write_png
+from conftest import REPO, SMOKE, assert_same_tensors, free_port, load_weights, run_python, run_train, write_png
 from dcgan import cli
 from dcgan.config import DataConfig
 from dcgan.data import ImageStore, ensure_dataset, load_dataset, placement
@@ -171,7 +171,7 @@ def _probe(out, *overrides: str) -> tuple[subprocess.CompletedProcess, list[dict
         str(REPO / "launch" / "cpu_multiprocess.yaml"), "--main_process_port", str(free_port()),
         str(REPO / "tests" / "dist_probe.py"), str(out), str(SMOKE), f"output_dir={out}", *overrides,
     ]  # fmt: skip
-    proc = subprocess.run(command, cwd=REPO, env=_env(), capture_output=True, text=True, timeout=300)
+    proc = run_python(command, timeout=300)
     assert proc.returncode == 0, proc.stderr[-5000:]
     reports = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
     for rank, report in enumerate(reports):
