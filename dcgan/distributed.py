@@ -30,10 +30,14 @@ T = TypeVar("T")
 DDP_BUCKET_MB = 32  # every network here fits one bucket (the 64 px paper D at width 64: 11 MB of gradients)
 
 
+def _on_cpu(cfg: Config) -> bool:
+    return cfg.train.cpu or not torch.cuda.is_available()
+
+
 def check_device_settings(cfg: Config) -> None:
     """Precision and BatchNorm settings this machine cannot run as asked: a UserError saying what to set."""
     precision = cfg.train.mixed_precision
-    cpu = cfg.train.cpu or not torch.cuda.is_available()
+    cpu = _on_cpu(cfg)
     if precision == "fp16" and cpu:
         # Accelerate would silently train in fp32 here; say so instead.
         raise UserError("train.mixed_precision=fp16 needs a CUDA GPU; on CPU use bf16 or no")
@@ -51,7 +55,7 @@ def check_device_settings(cfg: Config) -> None:
 
 def make_accelerator(cfg: Config) -> Accelerator:
     check_device_settings(cfg)
-    cpu = cfg.train.cpu or not torch.cuda.is_available()
+    cpu = _on_cpu(cfg)
     # D runs two forwards (real, fake) before one backward. With broadcast_buffers=True, DDP
     # overwrites BatchNorm buffers in place between them, which raises an autograd error on
     # torch 2.6 up to the fix in 2.14. Every rank updates its BN buffers from its own batches

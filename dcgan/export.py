@@ -21,7 +21,7 @@ import yaml
 
 from dcgan import __version__
 from dcgan.checkpoint import read_weights, save_weights
-from dcgan.config import yaml_scalar
+from dcgan.config import to_flat_values, yaml_scalar
 from dcgan.errors import UserError
 from dcgan.rundir import RunDir
 from dcgan.sampling import EXPORTED_FILE, generate, load_generator, resolve_generator_file, save_grid
@@ -109,8 +109,7 @@ def model_card(config: dict[str, Any], measured_by: str) -> str:
     measured = f"Measured by {measured_by}:\n\n| metric | value |\n| --- | --- |\n{table}" if metrics else measured_by
     shown = ["seed", "data.name", "data.pixel_range", "model.name", "model.z_dim", "train.epochs", "train.batch_size",
              "train.mixed_precision", "train.g_first", "train.real_label", "train.ema_decay"]  # fmt: skip
-    flat = {f"{s}.{k}": v for s, section in recipe.items() if isinstance(section, dict) for k, v in section.items()}
-    flat.update({k: v for k, v in recipe.items() if not isinstance(v, dict)})
+    flat = to_flat_values(recipe)
     classes = config.get("classes") or []
     by_class = (
         f"\ndcgan sample THIS_FOLDER --class {classes[0]!r} --n 16 --out one_class.png   # classes: "

@@ -95,8 +95,7 @@ def load_generator_and_metadata(path: Path) -> tuple[nn.Module, dict[str, str]]:
     try:
         model_cfg = ModelConfig(**json.loads(meta["model"]))
         data = generator_data(meta)
-        classes = json.loads(meta.get("classes", "[]"))
-        generator = build_generator(model_cfg, data["image_size"], data["channels"], len(classes))
+        generator = build_generator(model_cfg, data["image_size"], data["channels"], len(_stored_classes(meta)))
         generator.load_state_dict(tensors)
     except (KeyError, TypeError, ValueError, RuntimeError) as e:
         raise UserError(f"{file} does not match the generator its metadata describes ({e})") from None
@@ -120,7 +119,12 @@ def sample_noise(n: int, z_dim: int, stream: torch.Generator, truncation: float 
 
 def class_names(generator: nn.Module, meta: dict[str, str]) -> tuple[str, ...]:
     """The class names a conditional G's indices stand for ((), for an unconditional G)."""
-    return tuple(json.loads(meta.get("classes", "[]"))) if getattr(generator, "num_classes", 0) else ()
+    return _stored_classes(meta) if getattr(generator, "num_classes", 0) else ()
+
+
+def _stored_classes(meta: dict[str, str]) -> tuple[str, ...]:
+    """The class names a generator file records (none before conditional models existed)."""
+    return tuple(json.loads(meta.get("classes", "[]")))
 
 
 def requested_labels(

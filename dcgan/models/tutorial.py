@@ -115,11 +115,9 @@ def _dense(n_in: int, n_out: int, dropout: float = 0.0) -> list[nn.Module]:
 
 def init_weights(module: nn.Module) -> None:
     """DCGAN initialisation (Radford et al. 2015): conv weights N(0, 0.02), BatchNorm gamma N(1, 0.02); the
-    only conv bias (G's output layer with model.output_bias) starts at 0."""
+    only conv bias (G's output layer with model.output_bias) keeps the zeros `output_layer` made it with."""
     if isinstance(module, (nn.Conv2d, nn.ConvTranspose2d)):
         nn.init.normal_(module.weight, 0.0, 0.02)
-        if module.bias is not None:
-            nn.init.zeros_(module.bias)
     elif isinstance(module, nn.BatchNorm2d):
         nn.init.normal_(module.weight, 1.0, 0.02)
         nn.init.zeros_(module.bias)
