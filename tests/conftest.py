@@ -73,7 +73,8 @@ def train_command(run_dir: Path, *overrides: str, nproc: int = 1) -> list[str]:
 def run_python(command: list[str], env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """`subprocess.run(command, cwd=REPO, capture_output=True, text=True)` for `python SCRIPT ...` and
     `python -m MODULE ...`, run as a process forked from this worker's pre-imported server (tests/forked.py);
-    anything else (`accelerate launch`, other programs) is started for real."""
+    for `python -m accelerate.commands.launch` that is the launcher only: the ranks it starts, `python -c`
+    and other programs are started for real."""
     if command[0] != sys.executable or command[1:2] == ["-c"]:
         return subprocess.run(command, cwd=REPO, env=env or _env(), capture_output=True, text=True, timeout=timeout)
     with tempfile.TemporaryDirectory() as tmp:

@@ -7,7 +7,8 @@ again: about 10 s of a 12-s smoke run on a busy 2-core machine, 1.7 s once they 
 `multiprocessing` fork server imports them once per pytest worker, before any thread or tensor op exists in it,
 and forks a child per command: the child has its own pid, environment, working folder, stdout/stderr and exit
 code, runs the entry point as `__main__` and its atexit handlers at the end. Only the import is not re-run;
-`test_entry_points` and the multi-process launches (`accelerate launch`, SLURM) still start Python for real.
+`test_entry_points`, the ranks of multi-process launches (their `accelerate launch` launcher is forked) and
+SLURM jobs still start Python for real.
 """
 
 from __future__ import annotations
