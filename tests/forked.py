@@ -4,8 +4,9 @@ imported torch and the package.
 Most tests train or sample through the real entry points, each in a process of its own, and most of such a
 short run was Python importing torch, Accelerate, torch._dynamo (the first optimizer imports it) and matplotlib
 again: about 10 s of a 12-s smoke run on a busy 2-core machine, 1.7 s once they are imported. A
-`multiprocessing` fork server imports them once per pytest worker, before any thread or tensor op exists in it,
-and forks a child per command: the child has its own pid, environment, working folder, stdout/stderr and exit
+`multiprocessing` fork server imports them once per pytest worker and runs no tensor op (importing torch starts
+one native thread of its own, as in any process that DataLoader forks workers from), then forks a child per
+command: the child has its own pid, environment, working folder, stdout/stderr and exit
 code, runs the entry point as `__main__` and its atexit handlers at the end. Only the import is not re-run;
 `test_entry_points`, the ranks of multi-process launches (their `accelerate launch` launcher is forked) and
 SLURM jobs still start Python for real.
