@@ -71,6 +71,7 @@ class DataConfig:
 
 
 IMAGE_SIZES = (28, 32, 64)
+AUGMENTATIONS = ("color", "translation", "cutout")  # dcgan/augment.py
 
 
 @dataclass
@@ -100,6 +101,10 @@ class ModelConfig:
     """dcgan, dcgan_paper: a learnable bias on G's output layer, one per image channel, starting at 0 (a
     deviation from the tutorial, whose G has no bias at all). Without it, G's Tanh output reaches an image
     in [-1, 1]'s background value only in its saturated tail; off is the tutorial's model."""
+    d_spectral_norm: bool = False
+    """Spectral normalisation (Miyato et al. 2018) of every conv and linear weight in D (and a projection
+    D's class embedding): each layer's largest singular value is kept near 1 by one power iteration per
+    forward. D's BatchNorm layers stay."""
 
     def validate(self) -> None:
         _check(self.z_dim >= 1, "model.z_dim", "must be >= 1")
@@ -109,6 +114,11 @@ class ModelConfig:
             not (self.conditional and self.name == "mlp"),
             "model.conditional",
             "the conditional GAN is built on the DCGANs (model.name auto, dcgan or dcgan_paper), not the mlp",
+        )
+        _check(
+            not (self.d_spectral_norm and self.name == "mlp"),
+            "model.d_spectral_norm",
+            "is for the DCGANs (model.name auto, dcgan or dcgan_paper), not the mlp",
         )
         _check(
             not (self.output_bias and self.name == "mlp"),
@@ -131,6 +141,15 @@ class OptimConfig:
     """Clip G's gradient norm to this inside G's own step (0 = off)."""
     clip_d: float = 0.0
     """Clip D's gradient norm to this inside D's own step (0 = off)."""
+    lr_scaling: Literal["none", "sqrt", "linear"] = "none"
+    """How both learning rates follow the global batch (train.batch_size x processes) away from
+    `base_batch`: `none` keeps them, `sqrt` multiplies them by sqrt(global / base_batch), `linear` by
+    global / base_batch (docs/results.md measures each)."""
+    base_batch: int = 32
+    """The global batch that lr_g and lr_d are meant for (the tutorial's 32)."""
+    warmup_steps: int = 0
+    """Ramp both learning rates linearly from 1/warmup_steps of their value to all of it over this many
+    steps (0 = off)."""
 
     def validate(self) -> None:
         _check(self.lr_g > 0, "optim.lr_g", "must be > 0")
@@ -138,6 +157,8 @@ class OptimConfig:
         _check(self.clip_g >= 0, "optim.clip_g", "must be >= 0 (0 = off)")
         _check(self.clip_d >= 0, "optim.clip_d", "must be >= 0 (0 = off)")
         _check(all(0 <= b < 1 for b in self.betas), "optim.betas", "both values must be in [0, 1)")
+        _check(self.base_batch >= 1, "optim.base_batch", "must be >= 1")
+        _check(self.warmup_steps >= 0, "optim.warmup_steps", "must be >= 0 (0 = off)")
 
 
 @dataclass
@@ -170,20 +191,32 @@ class TrainConfig:
     stride assertion in ConvTranspose's backward (H100, torch 2.11) and no gain was measured yet."""
     tf32: bool = may_change(True)
     """Allow TF32 matrix units for float32 convolutions and matmuls on Ampere and later GPUs."""
-    loss: Literal["bce"] = "bce"
+    loss: Literal["bce", "hinge", "least_squares"] = "bce"
     """D's and G's losses (dcgan/losses.py): `bce`, binary cross-entropy for D and the non-saturating
-    -log D(G(z)) for G, as in the DCGAN paper and the tutorial."""
+    -log D(G(z)) for G, as in the DCGAN paper and the tutorial; `hinge` (SAGAN, BigGAN); `least_squares`
+    (LSGAN)."""
     g_first: bool = True
     """Step G before D in each iteration, as the tutorial does (false: D first, the usual order);
     G first scored better (docs/results.md)."""
     real_label: float = 0.9
     """Target for real images in D's loss: 0.9 (the tutorial's one-sided label smoothing) keeps D from
-    running away from G (docs/results.md); 1.0 turns it off."""
+    running away from G (docs/results.md); 1.0 turns it off. For bce and least_squares; the hinge loss
+    has a margin instead and ignores it."""
     d_loss_scale: float = 1.0
     """D's loss is scale x (real + fake); the tutorial halves it (0.5)."""
     ema_decay: float = 0.999
     """Sample, evaluate and export an exponential moving average of G's weights (dcgan/ema.py) with
     this decay per step; 0 uses the last iterate, as the tutorial does."""
+    r1_gamma: float = 0.0
+    """R1 gradient penalty on real images (Mescheder et al. 2018), gamma/2 x E||grad_x D(x)||^2 added to
+    D's loss (0 = off). Lazy: computed every `r1_every` D steps and multiplied by r1_every (StyleGAN2).
+    Needs train.compile=false (torch.compile has no double backward)."""
+    r1_every: int = 16
+    """D steps between R1 penalties (1 = every step)."""
+    diffaugment: tuple[str, ...] = ()
+    """DiffAugment (Zhao et al. 2020): differentiable augmentations applied to every image D sees, real
+    and fake alike, in the D and the G step, e.g. [translation, cutout]; any of color, translation,
+    cutout (dcgan/augment.py)."""
 
     def validate(self) -> None:
         _check(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -192,6 +225,15 @@ class TrainConfig:
         _check(0 < self.real_label <= 1, "train.real_label", "must be in (0, 1]")
         _check(self.d_loss_scale > 0, "train.d_loss_scale", "must be > 0")
         _check(0 <= self.ema_decay < 1, "train.ema_decay", "must be in [0, 1), 0 turns averaging off")
+        _check(self.r1_gamma >= 0, "train.r1_gamma", "must be >= 0 (0 = off)")
+        _check(self.r1_every >= 1, "train.r1_every", "must be >= 1")
+        _check(
+            not (self.r1_gamma and self.compile),
+            "train.r1_gamma",
+            "needs train.compile=false: torch.compile cannot take the double backward the R1 penalty needs",
+        )
+        unknown = sorted(set(self.diffaugment) - set(AUGMENTATIONS))
+        _check(not unknown, "train.diffaugment", f"unknown {unknown}; choose from {', '.join(AUGMENTATIONS)}")
 
 
 @dataclass
@@ -269,6 +311,9 @@ class EvalConfig:
     every_epochs: int = 1
     """Score G (fid_<network>, KID, IS, coverage, precision/recall) every this many epochs and after the last;
     0 = off."""
+    every_steps: int = 0
+    """Also score G every this many steps (0 = only at epochs): a finer time-to-quality curve. Each
+    evaluation logs `eval/train_s`, the run's training seconds so far with evaluations left out."""
     num_samples: int = 10_000
     """Generated images per evaluation, shared across ranks; metrics depend on it, so compare runs at equal N."""
     classifier: str = ""
@@ -277,6 +322,7 @@ class EvalConfig:
 
     def validate(self) -> None:
         _check(self.every_epochs >= 0, "eval.every_epochs", "must be >= 0 (0 = off)")
+        _check(self.every_steps >= 0, "eval.every_steps", "must be >= 0 (0 = off)")
         _check(self.num_samples >= 100, "eval.num_samples", "must be >= 100 (covariances and k-NN need many samples)")
 
 

@@ -147,7 +147,8 @@ def _rank0_generator(generator: nn.Module, accelerator: Accelerator) -> nn.Modul
 
 
 class Evaluator:
-    """Scores G every `eval.every_epochs` epochs and after the last one; keeps the best checkpoint by fid.
+    """Scores G every `eval.every_epochs` epochs and after the last one, and every `eval.every_steps` steps;
+    keeps the best checkpoint by fid.
 
     Without a feature network for the data (a folder, no eval.classifier) evaluation is off, and the
     main process says so once.
@@ -158,7 +159,7 @@ class Evaluator:
         self.classifier: FeatureNetwork | None = None
         self.reference: Reference | None = None
         self.last: dict[str, float] = {}  # the newest evaluation's logged values (main process)
-        if not cfg.eval.every_epochs:
+        if not (cfg.eval.every_epochs or cfg.eval.every_steps):
             return
         # A missing, damaged or mismatched network stops the run now, not after an epoch.
         chosen = network_for(cfg.data, cfg.eval.classifier, required=False)
@@ -168,18 +169,25 @@ class Evaluator:
             print(
                 f"eval: off, no feature network ships for data.name={cfg.data.name}: make one from labelled "
                 f"subfolders with dcgan train-classifier --dataset {cfg.data.name} and set eval.classifier=FILE "
-                "(eval.every_epochs=0 silences this)",
+                "(eval.every_epochs=0 eval.every_steps=0 silences this)",
                 flush=True,
             )
 
-    def due(self, epoch: int) -> bool:
-        every = self.cfg.eval.every_epochs
-        return self.classifier is not None and every > 0 and (epoch % every == 0 or epoch == self.cfg.train.epochs)
+    def due(self, step: int, epoch: float) -> bool:
+        """Whether to score after `step` (`epoch`: a whole number at an epoch end): every `every_steps`
+        steps, at the end of every `every_epochs`-th epoch and of the last one."""
+        if self.classifier is None:
+            return False
+        by_steps, by_epochs = self.cfg.eval.every_steps, self.cfg.eval.every_epochs
+        if by_steps and step % by_steps == 0:
+            return True
+        if not (by_epochs and float(epoch).is_integer()):
+            return False
+        return int(epoch) % by_epochs == 0 or int(epoch) == self.cfg.train.epochs
 
-    def epoch_end(self, generator: nn.Module, step: int, epoch: int, log: RunLog) -> None:
-        """A collective at the end of `epoch` (every rank calls it); the main process logs and keeps the best."""
-        if not self.due(epoch):
-            return
+    def evaluate(self, generator: nn.Module, step: int, epoch: float, log: RunLog, train_s: float) -> None:
+        """A collective (every rank calls it); the main process logs and keeps the best. `train_s`: the run's
+        training seconds so far (dcgan/state.py's TrainClock), logged as eval/train_s."""
         acc, cfg = self.accelerator, self.cfg
         started = time.perf_counter()
         # The same noise every epoch (epochs differ by G alone), and the numbers `dcgan eval --seed SEED`
@@ -196,13 +204,15 @@ class Evaluator:
         values = score(features, probs, self.reference, seed, network, requested)
         seconds = time.perf_counter() - started
         keys = logged_keys(network) + (("class_accuracy",) if requested is not None else ())
-        logged = {f"eval/{k}": values[k] for k in keys} | {"eval/seconds": seconds, "epoch": epoch}
+        logged = {f"eval/{k}": values[k] for k in keys} | {"eval/seconds": seconds, "eval/train_s": train_s}
+        logged["epoch"] = int(epoch) if float(epoch).is_integer() else round(epoch, 4)
         self.last = {**logged, "step": step}
-        best = self._keep_best(values, step, epoch)
+        best = self._keep_best(values, step, logged["epoch"])
         shown = " ".join(f"{k} {values[k]:.4g}" for k in keys)
-        log.record(logged, step, f"eval epoch {epoch} step {step}: {shown} ({seconds:.1f} s){' best' if best else ''}")
+        when = f"epoch {logged['epoch']} step {step}"
+        log.record(logged, step, f"eval {when}: {shown} ({seconds:.1f} s){' best' if best else ''}")
 
-    def _keep_best(self, values: dict[str, Any], step: int, epoch: int) -> bool:
+    def _keep_best(self, values: dict[str, Any], step: int, epoch: float) -> bool:
         """Copy this step's checkpoint to checkpoints/best/ if its fid beats the kept one's."""
         root = self.run.checkpoints
         record = root / BEST / "best.json"

@@ -5,6 +5,7 @@ the loop; this saves the loop's state and puts it back exactly (dcgan/checkpoint
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,39 @@ class Progress:
     step: int = 0
     epoch: int = 0
     batch_in_epoch: int = 0
+
+
+class TrainClock:
+    """Seconds this run has trained, over all its jobs, with evaluations left out: the x axis of time to
+    quality. Checkpoints save it; it runs only between `start()` and the end of the job."""
+
+    def __init__(self) -> None:
+        self.before = 0.0  # seconds up to the checkpoint this job resumed from
+        self.started: float | None = None
+        self.paused = 0.0  # seconds of this job spent in `pause()`
+
+    def start(self) -> None:
+        self.started = time.perf_counter()
+
+    def seconds(self) -> float:
+        if self.started is None:
+            return self.before
+        return self.before + time.perf_counter() - self.started - self.paused
+
+    def pause(self) -> _Pause:
+        """`with clock.pause():` the time inside does not count."""
+        return _Pause(self)
+
+
+class _Pause:
+    def __init__(self, clock: TrainClock):
+        self.clock = clock
+
+    def __enter__(self) -> None:
+        self.entered = time.perf_counter()
+
+    def __exit__(self, *exc) -> None:
+        self.clock.paused += time.perf_counter() - self.entered
 
 
 def allowed_changes(path: Path, cfg: Config) -> dict[str, tuple]:
@@ -78,6 +112,7 @@ class TrainState:
         self.layout = layout
         self.classes = classes  # a conditional G's class names, in its checkpointed generator files
         self.progress = Progress()
+        self.clock = TrainClock()
         self.root = RunDir(Path(cfg.output_dir)).checkpoints
 
     def load(self, path: Path, steps_per_epoch: int) -> None:
@@ -99,14 +134,16 @@ class TrainState:
         self.opt_d.load_state_dict(state["optim_d"])
         if self.average is not None:
             self._load_average(path)
-        # The config's learning rates and betas win over the saved ones, so a resume can change them.
-        for optimizer, lr in ((self.opt_g, self.cfg.optim.lr_g), (self.opt_d, self.cfg.optim.lr_d)):
+        # The config's betas win over the saved ones, so a resume can change them (the trainer then sets
+        # the learning rates for this step: dcgan/schedule.py).
+        for optimizer in (self.opt_g, self.opt_d):
             for group in optimizer.param_groups:
-                group.update(lr=lr, betas=self.cfg.optim.betas)
+                group["betas"] = self.cfg.optim.betas
         if acc.scaler is not None and "scaler" in state:
             acc.scaler.load_state_dict(state["scaler"])
         restore(state["rng"][acc.process_index], self.noise)
         vars(self.progress).update(state["progress"])
+        self.clock.before = float(state.get("train_seconds", 0.0))  # absent before it was saved
         p = self.progress
         if p.batch_in_epoch == steps_per_epoch:  # saved by an older version at an epoch end
             p.epoch, p.batch_in_epoch = p.epoch + 1, 0
@@ -131,6 +168,7 @@ class TrainState:
             "optim_g": self.opt_g.state_dict(),
             "optim_d": self.opt_d.state_dict(),
             "progress": vars(self.progress).copy(),
+            "train_seconds": self.clock.seconds(),
             "rng": rng_states,
             "layout": self.layout,
         }

@@ -14,6 +14,7 @@ import torch
 import yaml
 
 from dcgan import checkpoint
+from dcgan.augment import diff_augment
 from dcgan.config import Config, change_lines, to_dict
 from dcgan.data import ImageStore, ShardedBatches, ensure_dataset, load_dataset, to_model_range
 from dcgan.distributed import bare_model, configure_backends, hot_optimizer, make_accelerator, memory_format, on_main
@@ -21,13 +22,14 @@ from dcgan.ema import GeneratorAverage
 from dcgan.errors import Stopped, UserError
 from dcgan.evaluation import Evaluator
 from dcgan.faults import EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_USER_ERROR, NonFiniteWatch, StopSignals
-from dcgan.losses import LOSSES, Stats
+from dcgan.losses import LOSSES, Stats, r1_penalty
 from dcgan.models import build_models
 from dcgan.pictures import make_gif, plot_losses
 from dcgan.rng import derive_seed
 from dcgan.rundir import RunDir
 from dcgan.runlock import RunLock, claim
 from dcgan.sampling import export_generator, fixed_inputs, grid_caption, render, save_grid
+from dcgan.schedule import set_learning_rates
 from dcgan.state import TrainState, allowed_changes
 from dcgan.tracking import Meter, RunLog
 
@@ -75,6 +77,7 @@ class Trainer:
         self.noise = torch.Generator(acc.device).manual_seed(derive_seed(cfg.seed, "noise", acc.process_index))
         self.fixed_noise, self.fixed_labels, self.grid_columns = fixed_inputs(cfg, num_classes, acc.device)
         self.grad_norms = torch.zeros(2, device=acc.device)
+        self.r1 = torch.zeros((), device=acc.device)  # the newest lazily computed E||grad_x D(x)||^2
         self.nonfinite = NonFiniteWatch(acc.device)
         self.signals = StopSignals()
         self._measure = False
@@ -91,9 +94,12 @@ class Trainer:
             cfg, acc, (self.G, self.D), (self.opt_g, self.opt_d), self.noise, layout, self.average, self.classes
         )
         self.progress = self.state.progress  # the same object: the loop advances what checkpoints save
+        self.clock = self.state.clock
         self.evaluator = Evaluator(cfg, acc, self.run)
         if self.resumed_from is not None:
             self.state.load(Path(self.resumed_from), self.batches.steps_per_epoch)
+        self.global_batch = cfg.train.batch_size * acc.num_processes
+        set_learning_rates(self.opt_g, self.opt_d, cfg.optim, self.global_batch, self.progress.step)
 
     # -- setup -------------------------------------------------------------------------------------
 
@@ -159,15 +165,45 @@ class Trainer:
         if self._measure:
             self.grad_norms[index] = norm
 
+    def _discriminate(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
+        """D's logits for (images,) or (images, classes), the images through DiffAugment when it is on."""
+        policy = self.cfg.train.diffaugment
+        if policy:
+            inputs = (diff_augment(inputs[0], policy, self.noise), *inputs[1:])
+        return self.D(*inputs)
+
     def _d_step(self, real: tuple[torch.Tensor, ...], fake: tuple[torch.Tensor, ...]) -> Stats:
-        """D's inputs: (images,) or (images, classes)."""
+        """D's inputs: (images,) or (images, classes).
+
+        On an R1 step the penalty joins D's loss before the one backward: autograd.grad towards the
+        images touches no weight gradient, so DDP still all-reduces D's gradients once, in that backward.
+        """
         train = self.cfg.train
         self._hot_opt_d.zero_grad(set_to_none=True)
-        loss, stats = self.loss.d(self.D(*real), self.D(*fake), real_label=train.real_label, scale=train.d_loss_scale)
+        r1_now = train.r1_gamma > 0 and self.progress.step % train.r1_every == 0
+        if r1_now:
+            real = (real[0].detach().requires_grad_(True), *real[1:])
+        real_logits = self._discriminate(real)
+        loss, stats = self.loss.d(
+            real_logits, self._discriminate(fake), real_label=train.real_label, scale=train.d_loss_scale
+        )
+        if r1_now:
+            loss = loss + self._r1_penalty(real_logits, real[0])
+        if train.r1_gamma > 0:
+            stats["r1"] = self.r1.clone()
         self.accelerator.backward(loss)
         self._before_step(0, self.D, self.opt_d, self.cfg.optim.clip_d)
         self._hot_opt_d.step()
         return stats
+
+    def _r1_penalty(self, real_logits: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """The lazy R1 term, gamma/2 x E||grad_x D(x)||^2 times r1_every (fp16: taken through the loss scale);
+        keeps E||grad||^2 in `self.r1` for the logs."""
+        train, scaler = self.cfg.train, self.accelerator.scaler
+        scale = scaler.scale(torch.ones((), device=images.device)) if scaler is not None else None
+        penalty, stats = r1_penalty(real_logits, images, train.r1_gamma * train.r1_every, scale)
+        self.r1.copy_(stats["r1"])
+        return penalty
 
     def _g_step(self, fake: tuple[torch.Tensor, ...]) -> Stats:
         """D's input: (images,) or (images, classes)."""
@@ -175,7 +211,7 @@ class Trainer:
         # D's forward and backward under no_sync: D's reducer neither expects nor all-reduces
         # gradients, and `inputs=` keeps autograd from computing D's weight gradients at all.
         with self.accelerator.no_sync(self.D):
-            loss, stats = self.loss.g(self.D(*fake))
+            loss, stats = self.loss.g(self._discriminate(fake))
             self.accelerator.backward(loss, inputs=list(self.G.parameters()))
         self._before_step(1, self.G, self.opt_g, self.cfg.optim.clip_g)
         self._hot_opt_g.step()
@@ -216,6 +252,7 @@ class Trainer:
         )
         self.log.start(self.changes)
         self.meter = Meter(acc.device)  # times from here, not from construction
+        self.clock.start()
         self.signals.install()
         try:
             self._loop(total)
@@ -245,6 +282,8 @@ class Trainer:
         if self._order is None or self._order_epoch != p.epoch:
             self._order, self._order_epoch = self.batches.indices(p.epoch).to(self.images.index_device), p.epoch
         rows = self._order[p.batch_in_epoch]
+        if p.step < self.cfg.optim.warmup_steps:
+            set_learning_rates(self.opt_g, self.opt_d, self.cfg.optim, self.global_batch, p.step)
         real = to_model_range(self.images.batch(rows), self.cfg.data.pixel_range)
         labels = self.labels[rows].to(real.device, non_blocking=True) if self.labels is not None else None
         values = self.train_step(real, labels, measure=measure)
@@ -280,7 +319,11 @@ class Trainer:
                 if saved_at != p.step:
                     self.save()
                     saved_at = p.step
-                self.evaluator.epoch_end(self.sampler(), p.step, p.epoch, self.log)
+            epoch = p.epoch + p.batch_in_epoch / self.batches.steps_per_epoch
+            if self.evaluator.due(p.step, epoch):
+                train_s = self.clock.seconds()
+                with self.clock.pause():
+                    self.evaluator.evaluate(self.sampler(), p.step, epoch, self.log, train_s)
         if saved_at != p.step:
             self.save()
 

@@ -79,6 +79,12 @@ def test_override_wins_over_file(tmp_path):
         ("train=3", "config key train: expected a section of keys"),
         ("train.epochs.x=3", "config key train.epochs: expected an integer"),
         ("epochs", "override 'epochs' is not KEY=VALUE"),
+        ("train.loss=wgan", "config key train.loss: must be one of bce, hinge, least_squares"),
+        ("train.diffaugment=[flip]", "config key train.diffaugment: unknown ['flip']; choose from color, translation"),
+        ("train.r1_every=0", "config key train.r1_every: must be >= 1"),
+        ("optim.lr_scaling=cubic", "config key optim.lr_scaling: must be one of none, sqrt, linear"),
+        ("optim.warmup_steps=-1", "config key optim.warmup_steps: must be >= 0"),
+        ("eval.every_steps=-5", "config key eval.every_steps: must be >= 0"),
     ],
 )
 def test_bad_overrides_name_the_key(override, message):
@@ -131,3 +137,8 @@ def test_describe_prints_every_key_with_its_type_default_and_policy():
     assert "  optim.betas ([float, float]) = [0.5, 0.999]\n" in proc.stdout
     assert "  train.max_steps (int or null) = null\n" in proc.stdout
     assert all(f"  {key} (" in proc.stdout for key in to_flat_values(Config()))
+
+
+def test_r1_with_compile_is_refused_before_training():
+    with pytest.raises(UserError, match="train.r1_gamma: needs train.compile=false: torch.compile cannot take"):
+        load_config(None, ["train.r1_gamma=1", "train.compile=true"])

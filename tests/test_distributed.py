@@ -22,13 +22,24 @@ from dcgan import checkpoint
 pytestmark = pytest.mark.slow
 
 
-@pytest.mark.parametrize("order", ["train.g_first=false", "train.g_first=true", "train.compile=true"])
+# The recipe options: R1's double backward on every other D step (2, 4, 6 and the lazy 1, 3, 5) must not
+# add an all-reduce, DiffAugment draws per rank, spectral norm's power iteration stays in step on both.
+RECIPE_OPTIONS = (
+    "train.loss=least_squares model.d_spectral_norm=true train.r1_gamma=1 train.r1_every=2 "
+    "train.diffaugment=[translation,cutout] optim.lr_scaling=linear optim.warmup_steps=4"
+)
+
+
+@pytest.mark.parametrize(
+    "order",
+    ["train.g_first=false", "train.g_first=true", "train.compile=true", pytest.param(RECIPE_OPTIONS, id="recipe")],
+)
 def test_ddp_world_size_weight_equality_and_no_d_allreduce_in_g_step(tmp_path, data_root, order):
     command = [
         sys.executable, "-m", "accelerate.commands.launch",
         "--config_file", str(REPO / "launch" / "cpu_multiprocess.yaml"), "--main_process_port", str(free_port()),
         str(REPO / "tests" / "dist_probe.py"), str(tmp_path), str(SMOKE),
-        f"output_dir={tmp_path / 'run'}", f"data.root={data_root}", "train.max_steps=6", order,
+        f"output_dir={tmp_path / 'run'}", f"data.root={data_root}", "train.max_steps=6", *order.split(),
     ]  # fmt: skip
     proc = run_python(command, timeout=300)
     assert proc.returncode == 0, proc.stderr[-5000:]
@@ -46,7 +57,7 @@ def test_ddp_world_size_weight_equality_and_no_d_allreduce_in_g_step(tmp_path, d
     assert reports[0]["first_real_index"] != reports[1]["first_real_index"]
     assert reports[0]["noise_sample"] != reports[1]["noise_sample"]
     # The logged losses are the mean over both ranks (and over the steps since the last log), not rank 0's.
-    names = ("loss_D", "loss_G", "D_x", "D_G_z")
+    names = ("loss_D", "loss_G", "D_x", "D_G_z") + (("r1",) if "r1_gamma" in order else ())
     assert set(reports[0]["step_metrics"][0]) == set(names)  # the losses' statistics, by name
     per_rank = torch.tensor([[[step[n] for n in names] for step in r["step_metrics"]] for r in reports])
     assert not torch.equal(per_rank[0], per_rank[1])  # (rank, step, metric)

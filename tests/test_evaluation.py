@@ -3,6 +3,8 @@ offline numbers equal to the logged ones, and 2-process evaluation equal to 1-pr
 
 import json
 import sys
+import time
+from itertools import pairwise
 from pathlib import Path
 
 import pytest
@@ -16,6 +18,7 @@ from dcgan.eval_cli import evaluate, evaluate_real
 from dcgan.evaluation import BEST, Evaluator, logged_keys
 from dcgan.rundir import RunDir
 from dcgan.sampling import generate, load_generator, sample_noise
+from dcgan.state import TrainClock
 
 EVAL = ("eval.every_epochs=1", "eval.num_samples=1100")  # 3 chunks of 500: 2 ranks get unequal shares
 
@@ -51,14 +54,17 @@ def test_truncated_noise_is_bounded_and_seeded():
 
 @pytest.mark.slow
 def test_training_logs_eval_keeps_best_and_eval_cli_reproduces_it(tmp_path, data_root):
-    """Eval rows at each epoch end, the best checkpoint kept, and `dcgan eval` of the checkpoint prints
+    """Eval rows at each epoch end and every eval.every_steps, with the training seconds (evaluations left
+    out, continued by a resume), the best checkpoint kept, and `dcgan eval` of the checkpoint prints
     exactly the numbers logged for it."""
     on = tmp_path / "on"
-    proc = run_train(on, *EVAL)
+    proc = run_train(on, *EVAL, "eval.every_steps=20")
     rows = _eval_rows(on)
-    assert [(r["step"], r["epoch"]) for r in rows] == [(32, 1), (64, 2)]
+    assert [(r["step"], r["epoch"]) for r in rows] == [(20, 0.625), (32, 1), (40, 1.25), (60, 1.875), (64, 2)]
     assert all(r["eval/fid_mnist"] > 0 and r["eval/coverage_min"] >= 0 for r in rows)
-    assert proc.stdout.count("eval epoch") == 2 and (on / "loss.png").is_file()  # the loss plot skips eval rows
+    assert proc.stdout.count("eval epoch") == 5 and (on / "loss.png").is_file()  # the loss plot skips eval rows
+    clock = [r["eval/train_s"] for r in rows]
+    assert clock[0] > 0 and all(a < b for a, b in pairwise(clock))
     best = json.loads((on / "checkpoints" / BEST / "best.json").read_text())
     assert best["fid_mnist"] == min(r["eval/fid_mnist"] for r in rows)
     assert checkpoint.verify(on / "checkpoints" / BEST) is None
@@ -73,6 +79,10 @@ def test_training_logs_eval_keeps_best_and_eval_cli_reproduces_it(tmp_path, data
     logged = rows[-1]
     for key in ("fid_mnist", "kid", "is_mnist", "coverage_min", "precision", "recall"):
         assert written[key] == pytest.approx(logged[f"eval/{key}"], rel=1e-9, abs=1e-12), key
+    # A resumed job's clock goes on from the checkpoint's.
+    run_train(on, *EVAL, "eval.every_steps=0", "train.epochs=3")
+    (resumed,) = _eval_rows(on)[len(rows) :]
+    assert resumed["step"] == 96 and resumed["eval/train_s"] > clock[-1]
 
 
 @pytest.mark.slow
@@ -188,3 +198,26 @@ def test_real_fashion_mnist_is_the_floor(data_root):
     real = evaluate_real(num_samples=1000, dataset="fashion_mnist", data_root=str(data_root))
     assert real["network"] == "fashion_mnist" and real["generator"] == "fashion_mnist training split"
     assert real["fid_fashion_mnist"] < 5 and real["is_fashion_mnist"] > 6 and real["coverage_min"] > 0.7
+
+
+def test_the_training_clock_leaves_paused_time_out_and_starts_from_the_checkpoint():
+    clock = TrainClock()
+    clock.before = 100.0  # a resumed job: the checkpoint's seconds
+    assert clock.seconds() == 100.0  # not started: stands still
+    clock.start()
+    with clock.pause():
+        time.sleep(0.2)
+    assert 100.0 <= clock.seconds() < 100.1
+    time.sleep(0.05)
+    assert clock.seconds() >= 100.05
+
+
+def test_due_follows_every_steps_every_epochs_and_the_last_epoch():
+    cfg = Config()
+    cfg.eval.every_epochs = 0  # off while constructing: no network to load onto a device
+    evaluator = Evaluator(cfg, accelerator=None, run=None)
+    assert not evaluator.due(300, 1)
+    cfg.train.epochs, cfg.eval.every_epochs, cfg.eval.every_steps = 5, 2, 300
+    evaluator.classifier = object()  # stands for a loaded network
+    due = [(step, epoch) for step, epoch in ((100, 0.5), (300, 1.5), (200, 1), (400, 2), (500, 2.5), (1000, 5))]
+    assert [evaluator.due(step, epoch) for step, epoch in due] == [False, True, False, True, False, True]

@@ -137,9 +137,42 @@ def test_auto_follows_the_image_size(size, channels, expected):
         (["data.channels=2", "data.name=folder"], "data.channels: must be 1 (grey) or 3 (RGB), got 2"),
         (["data.name=fashion_mnist", "data.image_size=32"], "fashion_mnist is 28x28 grey"),
         (["model.width=0"], "model.width: must be >= 1"),
+        (
+            ["model.name=mlp", "data.pixel_range=unit", "model.d_spectral_norm=true"],
+            "model.d_spectral_norm: is for the",
+        ),
     ],
 )
 def test_impossible_combinations_are_one_line_config_errors(overrides, message):
     with pytest.raises(UserError) as err:
         load_config(None, overrides)
     assert message in str(err.value) and "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize("conditioning", [None, "channels", "projection"])
+def test_spectral_norm_parametrises_every_d_weight_and_keeps_g_and_the_init(conditioning):
+    overrides = ["model.d_spectral_norm=true"]
+    if conditioning:
+        overrides += ["model.conditional=true", f"model.d_conditioning={conditioning}"]
+    cfg = load_config(None, overrides)
+    classes = 10 if conditioning else 0
+    torch.manual_seed(0)
+    g, d = build_models(cfg.model, num_classes=classes)
+    torch.manual_seed(0)
+    plain_g, plain_d = build_models(load_config(None, overrides[1:]).model, num_classes=classes)
+    weighted = [m for m in d.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding))]
+    assert weighted and all(torch.nn.utils.parametrize.is_parametrized(m, "weight") for m in weighted)
+    assert not any(torch.nn.utils.parametrize.is_parametrized(m) for m in g.modules())
+    # The same init underneath (spectral_norm draws its start vectors after it), the same G.
+    originals = [m.parametrizations.weight.original for m in weighted]
+    plain = [m.weight for m in plain_d.modules() if isinstance(m, (nn.Conv2d, nn.Linear, nn.Embedding))]
+    assert all(torch.equal(a, b) for a, b in zip(originals, plain, strict=True))
+    assert all(torch.equal(a, b) for a, b in zip(g.state_dict().values(), plain_g.state_dict().values(), strict=True))
+    # After some power iterations each layer's weight has largest singular value ~1.
+    d.train()
+    x = torch.randn(4, 1, 28, 28)
+    for _ in range(30):
+        d(x, torch.arange(4)) if conditioning else d(x)
+    for m in weighted:
+        sigma = torch.linalg.matrix_norm(m.weight.detach().flatten(1), ord=2)
+        assert sigma.item() == pytest.approx(1.0, abs=0.05)

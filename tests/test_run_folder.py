@@ -25,9 +25,9 @@ from dcgan.state import _legacy_model, allowed_changes
 RUN_DEFINING = {
     "seed", "data.name", "data.pixel_range", "data.limit", "data.image_size", "data.channels",
     "data.skip_bad_images", "model.name", "model.z_dim", "model.width", "model.conditional", "model.d_conditioning",
-    "model.class_dim", "model.output_bias", "train.batch_size",
+    "model.class_dim", "model.output_bias", "model.d_spectral_norm", "train.batch_size",
     "train.mixed_precision", "train.sync_batchnorm", "train.loss", "train.g_first", "train.real_label",
-    "train.d_loss_scale", "train.ema_decay",
+    "train.d_loss_scale", "train.ema_decay", "train.r1_gamma", "train.r1_every", "train.diffaugment",
 }  # fmt: skip
 
 

@@ -43,10 +43,18 @@ def test_smoke_run_writes_the_run_folder(tmp_path, data_root):
         pytest.param("train.mixed_precision=bf16", id="bf16", marks=pytest.mark.slow),  # emulated: 4x slower
         pytest.param("train.compile=true", id="compiled", marks=pytest.mark.slow),
         pytest.param("model.output_bias=true", id="output_bias", marks=pytest.mark.slow),
+        pytest.param(
+            # Every recipe option at once: an R1 step on each side of the split (steps 18 and 21), the
+            # warm-up running across it, DiffAugment drawing from the checkpointed noise stream.
+            "train.loss=hinge model.d_spectral_norm=true train.r1_gamma=1 train.r1_every=3 "
+            "train.diffaugment=[color,translation,cutout] optim.warmup_steps=30 optim.lr_scaling=sqrt",
+            id="recipe_options",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_resume_mid_epoch_is_bit_identical(tmp_path, data_root, setting):
-    setting = (setting, "train.allow_emulated_bf16=true")  # bf16 numerics, on any CPU
+    setting = (*setting.split(), "train.allow_emulated_bf16=true")  # bf16 numerics, on any CPU
     full, split = tmp_path / "full", tmp_path / "split"
     run_train(full, "train.max_steps=44", *setting)
     run_train(split, "train.max_steps=21", *setting)  # stops mid-epoch 0 (32 steps per epoch)

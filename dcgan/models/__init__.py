@@ -8,6 +8,7 @@ All Ds return logits, so the loss is BCE-with-logits, which is safe under autoca
 from __future__ import annotations
 
 from torch import nn
+from torch.nn.utils.parametrizations import spectral_norm
 
 from dcgan.config import ModelConfig, resolved_model_name
 from dcgan.models.conditional import ChannelsDiscriminator, ConditionalGenerator, ProjectionDiscriminator
@@ -82,7 +83,18 @@ def build_models(
     if architecture(cfg, image_size) != "mlp":
         generator.apply(init_weights)
         discriminator.apply(init_weights)
+    if cfg.d_spectral_norm:
+        normalise_spectrally(discriminator)
     return generator, discriminator
+
+
+def normalise_spectrally(module: nn.Module) -> None:
+    """Spectral normalisation (model.d_spectral_norm) of every conv, linear and embedding weight in `module`,
+    after their init: the initialised weight becomes the parametrisation's `original`, and the power
+    iteration's start vectors are drawn from the global RNG (identical on every rank)."""
+    for layer in list(module.modules()):
+        if isinstance(layer, (nn.Conv2d, nn.Linear, nn.Embedding)):
+            spectral_norm(layer)
 
 
 def build_generator(cfg: ModelConfig, image_size: int = 28, channels: int = 1, num_classes: int = 0) -> nn.Module:
