@@ -1,4 +1,4 @@
-"""Command line: `dcgan train|sample|eval|export|push|gif|config|train-classifier ...`; user mistakes end as one
+"""Command line: `dcgan train|sample|eval|export|push|gif|curves|config|train-classifier ...`; user mistakes end as one
 line on stderr.
 
 A job script cannot learn a worker's exit code from `accelerate launch` or `torchrun` (they exit 1 whenever
@@ -84,6 +84,12 @@ def _parser(with_reference: bool = False) -> argparse.ArgumentParser:
     gif = sub.add_parser("gif", help="(re)write RUN_DIR/progress.gif from the run's fixed-noise grids")
     gif.add_argument("run_dir", type=Path)
     gif.add_argument("--out", type=Path, help="default: RUN_DIR/progress.gif")
+
+    curves = sub.add_parser("curves", help="plot fid against training time (or step) for one or more runs")
+    curves.add_argument("runs", type=Path, nargs="+", help="run folders (their metrics.jsonl)")
+    curves.add_argument("--out", type=Path, required=True, help="PNG file to write")
+    curves.add_argument("--x", choices=("train_s", "step"), default="train_s", help="x axis (default: train_s)")
+    curves.add_argument("--target", type=float, help="also print when each run first reached this fid")
 
     config = sub.add_parser(
         "config", help="print the resolved config (YAML), one value with --get, or every key with --describe"
@@ -200,6 +206,18 @@ def _gif(args: argparse.Namespace) -> None:
     print(f"wrote {out} ({frames} frames)")
 
 
+def _curves(args: argparse.Namespace) -> None:
+    from dcgan.pictures import plot_quality, quality_curves, time_to
+
+    plot_quality(args.runs, args.out, args.x)
+    print(f"wrote {args.out}")
+    if args.target is not None:
+        unit = "min" if args.x == "train_s" else "steps"
+        for run in args.runs:
+            reached = time_to(quality_curves(run, args.x)[1], args.target)
+            print(f"{run}: {'not reached' if reached is None else f'{reached:.4g} {unit}'} to fid <= {args.target}")
+
+
 def _config(args: argparse.Namespace) -> None:
     import yaml
 
@@ -224,6 +242,7 @@ _COMMANDS = {
     "sample": _sample,
     "eval": _eval,
     "gif": _gif,
+    "curves": _curves,
     "export": _export,
     "push": _push,
     "config": _config,

@@ -1,4 +1,5 @@
-"""The run folder's pictures: the loss plot and the progress GIF (the tutorial's result.gif)."""
+"""The run folder's pictures: the loss plot and the progress GIF (the tutorial's result.gif), and the
+quality curves that compare runs (fid against training time)."""
 
 from __future__ import annotations
 
@@ -33,6 +34,59 @@ def plot_losses(metrics_file: Path, out: Path) -> None:
     for axes in (losses, outputs):
         axes.legend()
         axes.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out, dpi=100)
+    plt.close(fig)
+
+
+QUALITY_AXES = {
+    "train_s": ("eval/train_s", 1 / 60, "training minutes (evaluations left out)"),
+    "step": ("step", 1, "step"),
+}
+
+
+def quality_curves(run_dir: Path, x: str = "train_s") -> tuple[str, list[tuple[float, float]]]:
+    """(the fid key, [(x, fid) of each evaluation]) from a run's metrics.jsonl; x in minutes for train_s."""
+    key, per_unit, _ = QUALITY_AXES[x]
+    metrics = run_dir / "metrics.jsonl"
+    if not metrics.is_file():
+        raise UserError(f"{run_dir} has no metrics.jsonl: is it a run folder?")
+    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
+    rows = [r for r in rows if any(k.startswith("eval/fid_") for k in r)]
+    if not rows:
+        raise UserError(f"{run_dir} logged no evaluation (eval.every_epochs / eval.every_steps were off)")
+    fid = next(k for k in rows[0] if k.startswith("eval/fid_"))
+    if any(key not in r for r in rows):
+        raise UserError(f"{run_dir} logged evaluations without {key} (made before it was logged); use --x step")
+    return fid, [(r[key] * per_unit, r[fid]) for r in rows]
+
+
+def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
+    """The first x at which the curve's fid is at most `target`, or None if it never gets there."""
+    return next((x for x, fid in curve if fid <= target), None)
+
+
+def plot_quality(runs: list[Path], out: Path, x: str = "train_s") -> None:
+    """fid (log scale) against training time or step, one line per run (labelled with its path as given), to `out`."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from matplotlib import pyplot as plt
+
+    curves = [quality_curves(run, x) for run in runs]
+    if len({fid for fid, _ in curves}) > 1:
+        raise UserError("these runs are scored by different feature networks; their fids cannot share a plot")
+    fig, axes = plt.subplots(figsize=(7, 4.5))
+    for run, (_, points) in zip(runs, curves, strict=True):
+        axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=str(run))
+    axes.set_yscale("log")
+    plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")  # 20, not 2 x 10^1
+    axes.yaxis.set_major_formatter(plain)
+    axes.yaxis.set_minor_formatter(plain)
+    axes.set_xlabel(QUALITY_AXES[x][2])
+    axes.set_ylabel(curves[0][0].removeprefix("eval/"))
+    axes.grid(alpha=0.3, which="both")
+    axes.legend()
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
