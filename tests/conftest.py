@@ -58,8 +58,14 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def _train_args(run_dir: Path, *overrides: str) -> list[str]:
+    return ["--config", str(SMOKE), f"output_dir={run_dir}", f"data.root={DATA_ROOT}", NO_TRACKER, *overrides]
+
+
 def train_command(run_dir: Path, *overrides: str, nproc: int = 1) -> list[str]:
-    args = ["--config", str(SMOKE), f"output_dir={run_dir}", f"data.root={DATA_ROOT}", NO_TRACKER, *overrides]
+    """The command line of a smoke training run: `python train.py ...`, or through `accelerate launch` with
+    the project's CPU launch config for `nproc` > 1."""
+    args = _train_args(run_dir, *overrides)
     if nproc == 1:
         return [sys.executable, str(REPO / "train.py"), *args]
     return [
@@ -86,9 +92,38 @@ def run_python(command: list[str], env: dict | None = None, timeout: float = 600
             return subprocess.CompletedProcess(command, code, o.read(), e.read())
 
 
+def run_ranks(
+    argv: list[str], nproc: int, env: dict | None = None, timeout: float = 600
+) -> subprocess.CompletedProcess:
+    """`nproc` real ranks of `python SCRIPT ARGS...` (or `-m MODULE`) in torchrun's environment, forked from
+    this worker's server instead of started by `accelerate launch` (tests/forked.py): they still rendezvous
+    and all-reduce over gloo. Tests of the launchers themselves use `train_command(nproc=N)`."""
+    with tempfile.TemporaryDirectory() as tmp:
+        out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
+        code = forked.run_ranks(argv, nproc, free_port(), str(REPO), env or _env(), out, err, timeout)
+        if code is None:
+            raise subprocess.TimeoutExpired(argv, timeout)
+        with open(out) as o, open(err) as e:
+            return subprocess.CompletedProcess(argv, code, o.read(), e.read())
+
+
+def run_probe(out: Path, *overrides: str, nproc: int = 2) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """`nproc` ranks of tests/dist_probe.py training the smoke config into `out` with `overrides` (each rank counts
+    its all-reduces per phase and compares its weights with rank 0's); (the run, each rank's report)."""
+    proc = run_ranks(
+        [str(REPO / "tests" / "dist_probe.py"), str(out), str(SMOKE), f"output_dir={out}", *overrides], nproc
+    )
+    assert proc.returncode == 0, proc.stderr[-5000:]
+    return proc, [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]
+
+
 def run_train(run_dir: Path, *overrides: str, nproc: int = 1, check: bool = True) -> subprocess.CompletedProcess:
-    """Train through the real entry point; `check` fails the test with the run's output on a non-zero exit."""
-    proc = run_python(train_command(run_dir, *overrides, nproc=nproc))
+    """Train through the real entry point (`nproc` ranks: `run_ranks`); `check` fails the test with the run's
+    output on a non-zero exit."""
+    if nproc == 1:
+        proc = run_python(train_command(run_dir, *overrides))
+    else:
+        proc = run_ranks([str(REPO / "train.py"), *_train_args(run_dir, *overrides)], nproc)
     if check and proc.returncode != 0:
         pytest.fail(f"training exited {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-5000:]}")
     return proc

@@ -1,9 +1,6 @@
 """The class-conditional GAN: the class reaches G and D, runs resume exactly on 1 and 2 processes with the
 DDP guarantees of the unconditional ones, samples come by class, and a short run learns the classes."""
 
-import json
-import sys
-
 import numpy as np
 import pytest
 import torch
@@ -11,13 +8,10 @@ from PIL import Image
 
 import wandb_reader
 from conftest import (
-    REPO,
-    SMOKE,
     assert_same_tensors,
-    free_port,
     load_weights,
     read_metrics,
-    run_python,
+    run_probe,
     run_train,
     write_png,
 )
@@ -121,15 +115,7 @@ def test_conditional_resume_is_bit_identical_and_its_grids_have_a_row_per_class(
 @pytest.mark.slow
 def test_conditional_on_two_processes_keeps_the_ddp_guarantees_and_resumes_exactly(tmp_path, data_root):
     def probe(out, steps: int) -> list[dict]:
-        command = [
-            sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-            str(REPO / "launch" / "cpu_multiprocess.yaml"), "--main_process_port", str(free_port()),
-            str(REPO / "tests" / "dist_probe.py"), str(out), str(SMOKE), f"output_dir={out}",
-            f"data.root={data_root}", *CONDITIONAL, f"train.max_steps={steps}",
-        ]  # fmt: skip
-        proc = run_python(command, timeout=300)
-        assert proc.returncode == 0, proc.stderr[-5000:]
-        return [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+        return run_probe(out, f"data.root={data_root}", *CONDITIONAL, f"train.max_steps={steps}")[1]
 
     full, split = tmp_path / "full", tmp_path / "split"
     for report in probe(full, 20):  # 16 steps per epoch at 2 x 16

@@ -1,18 +1,14 @@
-"""Real 2-process CPU launches through `accelerate launch` and the project's launch/ config."""
-
-import json
-import sys
+"""2 real CPU ranks (gloo): forked in torchrun's environment (conftest.run_ranks), and once through `accelerate
+launch` with the project's launch config (a user error on one rank)."""
 
 import pytest
 import torch
 
 from conftest import (
-    REPO,
-    SMOKE,
     assert_same_tensors,
-    free_port,
     load_weights,
     read_metrics,
+    run_probe,
     run_python,
     run_train,
     train_command,
@@ -22,8 +18,8 @@ from dcgan import checkpoint
 pytestmark = pytest.mark.slow
 
 
-# The recipe options: R1's double backward on every other D step (2, 4, 6 and the lazy 1, 3, 5) must not
-# add an all-reduce, DiffAugment draws per rank, spectral norm's power iteration stays in step on both.
+# The recipe options: R1's double backward (D steps 0, 2 and 4 of the 6) must not add an all-reduce,
+# DiffAugment draws per rank, spectral norm's power iteration stays in step on both ranks.
 RECIPE_OPTIONS = (
     "train.loss=least_squares model.d_spectral_norm=true train.r1_gamma=1 train.r1_every=2 "
     "train.diffaugment=[translation,cutout] optim.lr_scaling=linear optim.warmup_steps=4"
@@ -35,15 +31,9 @@ RECIPE_OPTIONS = (
     ["train.g_first=false", "train.g_first=true", "train.compile=true", pytest.param(RECIPE_OPTIONS, id="recipe")],
 )
 def test_ddp_world_size_weight_equality_and_no_d_allreduce_in_g_step(tmp_path, data_root, order):
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch",
-        "--config_file", str(REPO / "launch" / "cpu_multiprocess.yaml"), "--main_process_port", str(free_port()),
-        str(REPO / "tests" / "dist_probe.py"), str(tmp_path), str(SMOKE),
-        f"output_dir={tmp_path / 'run'}", f"data.root={data_root}", "train.max_steps=6", *order.split(),
-    ]  # fmt: skip
-    proc = run_python(command, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    reports = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    _, reports = run_probe(
+        tmp_path, f"output_dir={tmp_path / 'run'}", f"data.root={data_root}", "train.max_steps=6", *order.split()
+    )
     for rank, report in enumerate(reports):
         assert report["rank"] == rank
         assert report["world_size"] == report["dist_world_size"] == 2

@@ -1,15 +1,13 @@
 """`data.name=folder`: a folder of images read like the IDX files, cached, refused in one line when unfit,
 and trained grey or RGB at 28, 32 and 64 px on 2 processes with exact resume."""
 
-import json
 import subprocess
-import sys
 
 import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, SMOKE, assert_same_tensors, free_port, load_weights, run_python, run_train, write_png
+from conftest import assert_same_tensors, load_weights, run_probe, run_train, write_png
 from dcgan import cli
 from dcgan.config import DataConfig
 from dcgan.data import ImageStore, ensure_dataset, load_dataset, placement
@@ -165,15 +163,8 @@ def test_a_bad_folder_stops_training_in_one_line_with_exit_code_2(tmp_path, cach
 
 
 def _probe(out, *overrides: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
-    """A real 2-rank run through tests/dist_probe.py: each rank reports its weights' distance to rank 0's."""
-    command = [
-        sys.executable, "-m", "accelerate.commands.launch", "--config_file",
-        str(REPO / "launch" / "cpu_multiprocess.yaml"), "--main_process_port", str(free_port()),
-        str(REPO / "tests" / "dist_probe.py"), str(out), str(SMOKE), f"output_dir={out}", *overrides,
-    ]  # fmt: skip
-    proc = run_python(command, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-5000:]
-    reports = [json.loads((out / f"rank{r}.json").read_text()) for r in range(2)]
+    """2 real ranks of tests/dist_probe.py: each rank reports its weights' distance to rank 0's."""
+    proc, reports = run_probe(out, *overrides)
     for rank, report in enumerate(reports):
         assert report["rank"] == rank and report["world_size"] == report["dist_world_size"] == 2
         assert report["G_max_diff"] == 0.0 and report["D_max_diff"] == 0.0  # bitwise equal to rank 0
