@@ -97,7 +97,8 @@ def _metrics_of(run_dir: RunDir | None, file: Path) -> tuple[dict[str, Any], str
     if not evaluated:
         return {}, _NOT_EVALUATED
     last = evaluated[-1]
-    values = {k.removeprefix("eval/"): v for k, v in last.items() if k.startswith("eval/") and k != "eval/seconds"}
+    timings = ("eval/seconds", "eval/train_s")  # how long, not how good
+    values = {k.removeprefix("eval/"): v for k, v in last.items() if k.startswith("eval/") and k not in timings}
     return values, f"the evaluation during training at step {last['step']}"
 
 
