@@ -41,9 +41,11 @@ class DataConfig:
     find it elsewhere (another node's mount); the number of images is still checked."""
     download: bool = may_change(True)
     """Download MNIST or Fashion-MNIST into `root` when the files are missing (main process only)."""
-    pixel_range: Literal["signed", "unit"] = "signed"
-    """`signed` feeds [-1, 1]; `unit` feeds [0, 1], as the tutorial did: with this generator, which has
-    no biases, [0, 1] trained better (docs/results.md)."""
+    pixel_range: Literal["signed", "unit"] = "unit"
+    """`unit` feeds [0, 1], as the tutorial did; `signed` feeds [-1, 1]. The tutorial's generator has no
+    biases, so its Tanh output sits at 0 where its features are 0: [0, 1] puts the background there, and
+    trained better on MNIST than [-1, 1] with or without `model.output_bias` (two seeds, 20 epochs,
+    docs/results.md)."""
     limit: int = 0
     """Use only the first `limit` training images (0 = all; a folder's in sorted path order); for smoke tests."""
     image_size: int = 28

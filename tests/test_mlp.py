@@ -56,7 +56,7 @@ def test_config_ships_and_refuses_a_signed_pixel_range():
     assert (cfg.model.name, cfg.data.pixel_range) == ("mlp", "unit")
     assert (cfg.train.epochs, cfg.train.batch_size) == (20, 32)
     with pytest.raises(UserError, match="config key data.pixel_range: the mlp generator ends in a Sigmoid"):
-        load_config(None, ["model.name=mlp"])
+        load_config(None, ["model.name=mlp", "data.pixel_range=signed"])
     with pytest.raises(UserError, match="must be one of auto, dcgan, dcgan_paper, mlp"):
         load_config(None, ["model.name=resnet"])
 
