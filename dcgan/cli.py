@@ -207,14 +207,14 @@ def _gif(args: argparse.Namespace) -> None:
 
 
 def _curves(args: argparse.Namespace) -> None:
-    from dcgan.pictures import plot_quality, quality_curves, time_to
+    from dcgan.pictures import plot_quality, time_to
 
-    plot_quality(args.runs, args.out, args.x)
+    curves = plot_quality(args.runs, args.out, args.x)
     print(f"wrote {args.out}")
     if args.target is not None:
         unit = "min" if args.x == "train_s" else "steps"
-        for run in args.runs:
-            reached = time_to(quality_curves(run, args.x)[1], args.target)
+        for run, curve in zip(args.runs, curves, strict=True):
+            reached = time_to(curve, args.target)
             print(f"{run}: {'not reached' if reached is None else f'{reached:.4g} {unit}'} to fid <= {args.target}")
 
 

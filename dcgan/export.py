@@ -23,7 +23,7 @@ from dcgan import __version__
 from dcgan.checkpoint import read_weights, save_weights
 from dcgan.config import to_flat_values, yaml_scalar
 from dcgan.errors import UserError
-from dcgan.rundir import RunDir
+from dcgan.rundir import RunDir, read_rows
 from dcgan.sampling import EXPORTED_FILE, generate, load_generator, resolve_generator_file, save_grid
 
 MODEL_FILE = EXPORTED_FILE
@@ -90,9 +90,7 @@ def _metrics_of(run_dir: RunDir | None, file: Path) -> tuple[dict[str, Any], str
     if eval_json.is_file():
         result = json.loads(eval_json.read_text())
         return result, f"`dcgan eval` ({result.get('num_samples')} samples, seed {result.get('seed')})"
-    rows = []
-    if run_dir.metrics.is_file():
-        rows = [json.loads(line) for line in run_dir.metrics.read_text().splitlines() if line]
+    rows = read_rows(run_dir.metrics) if run_dir.metrics.is_file() else []
     evaluated = [row for row in rows if any(k.startswith("eval/") for k in row)]
     if not evaluated:
         return {}, _NOT_EVALUATED

@@ -3,12 +3,12 @@ quality curves that compare runs (fid against training time)."""
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 from PIL import Image
 
 from dcgan.errors import UserError
+from dcgan.rundir import read_rows
 
 GIF_FRAME_MS = 400
 
@@ -20,8 +20,7 @@ def plot_losses(metrics_file: Path, out: Path) -> None:
     matplotlib.use("Agg")  # files only; never needs a display
     from matplotlib import pyplot as plt
 
-    rows = [json.loads(line) for line in metrics_file.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if "loss_D" in r]  # evaluation lines share the file
+    rows = [r for r in read_rows(metrics_file) if "loss_D" in r]  # evaluation lines share the file
     steps = [r["step"] for r in rows]
     fig, (losses, outputs) = plt.subplots(2, 1, figsize=(8, 6), sharex=True)
     for key, label in (("loss_D", "D loss"), ("loss_G", "G loss")):
@@ -51,8 +50,7 @@ def quality_curves(run_dir: Path, x: str = "train_s") -> tuple[str, list[tuple[f
     metrics = run_dir / "metrics.jsonl"
     if not metrics.is_file():
         raise UserError(f"{run_dir} has no metrics.jsonl: is it a run folder?")
-    rows = [json.loads(line) for line in metrics.read_text().splitlines() if line.strip()]
-    rows = [r for r in rows if any(k.startswith("eval/fid_") for k in r)]
+    rows = [r for r in read_rows(metrics) if any(k.startswith("eval/fid_") for k in r)]
     if not rows:
         raise UserError(f"{run_dir} logged no evaluation (eval.every_epochs / eval.every_steps were off)")
     fid = next(k for k in rows[0] if k.startswith("eval/fid_"))
@@ -66,8 +64,9 @@ def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
     return next((x for x, fid in curve if fid <= target), None)
 
 
-def plot_quality(runs: list[Path], out: Path, x: str = "train_s") -> None:
-    """fid (log scale) against training time or step, one line per run (labelled with its path as given), to `out`."""
+def plot_quality(runs: list[Path], out: Path, x: str = "train_s") -> list[list[tuple[float, float]]]:
+    """fid (log scale) against training time or step, one line per run (labelled with its path as given), to
+    `out`; returns each run's curve (`quality_curves`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -90,6 +89,7 @@ def plot_quality(runs: list[Path], out: Path, x: str = "train_s") -> None:
     fig.tight_layout()
     fig.savefig(out, dpi=100)
     plt.close(fig)
+    return [points for _, points in curves]
 
 
 def make_gif(samples_dir: Path, out: Path) -> int:

@@ -12,6 +12,7 @@ RUN/run.lock                  the live trainer (dcgan/runlock.py), RUN/wandb_run
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -73,3 +74,8 @@ class RunDir:
 
     def __str__(self) -> str:
         return str(self.root)
+
+
+def read_rows(path: Path) -> list[dict]:
+    """The JSON objects of a JSON-lines file (metrics.jsonl, run_history.jsonl), blank lines skipped."""
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]

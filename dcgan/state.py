@@ -5,7 +5,9 @@ the loop; this saves the loop's state and puts it back exactly (dcgan/checkpoint
 
 from __future__ import annotations
 
+import contextlib
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -48,20 +50,14 @@ class TrainClock:
             return self.before
         return self.before + time.perf_counter() - self.started - self.paused
 
-    def pause(self) -> _Pause:
+    @contextlib.contextmanager
+    def pause(self) -> Iterator[None]:
         """`with clock.pause():` the time inside does not count."""
-        return _Pause(self)
-
-
-class _Pause:
-    def __init__(self, clock: TrainClock):
-        self.clock = clock
-
-    def __enter__(self) -> None:
-        self.entered = time.perf_counter()
-
-    def __exit__(self, *exc) -> None:
-        self.clock.paused += time.perf_counter() - self.entered
+        entered = time.perf_counter()
+        try:
+            yield
+        finally:
+            self.paused += time.perf_counter() - entered
 
 
 def allowed_changes(path: Path, cfg: Config) -> dict[str, tuple]:

@@ -319,7 +319,7 @@ class Trainer:
                 if saved_at != p.step:
                     self.save()
                     saved_at = p.step
-            epoch = p.epoch + p.batch_in_epoch / self.batches.steps_per_epoch
+            epoch = self._epochs()
             if self.evaluator.due(p.step, epoch):
                 train_s = self.clock.seconds()
                 with self.clock.pause():
@@ -364,15 +364,19 @@ class Trainer:
                 EXIT_PREEMPTED,
             )
 
+    def _epochs(self) -> float:
+        """Epochs trained so far, fractional mid-epoch (a whole number at an epoch end)."""
+        return self.progress.epoch + self.progress.batch_in_epoch / self.batches.steps_per_epoch
+
     def _log(self) -> None:
         """Rank-averaged metrics of the steps since the last log (one all-reduce), plus the current state."""
-        acc, p, train = self.accelerator, self.progress, self.cfg.train
+        acc, p = self.accelerator, self.progress
         norms = {"grad_norm_D": self.grad_norms[0], "grad_norm_G": self.grad_norms[1]}
         values, steps, seconds = self.meter.flush(acc, extra=norms)
         values["lr_D"] = self.opt_d.param_groups[0]["lr"]
         values["lr_G"] = self.opt_g.param_groups[0]["lr"]
-        values["images_per_s"] = steps * train.batch_size * acc.num_processes / seconds
-        values["epoch"] = p.epoch + p.batch_in_epoch / self.batches.steps_per_epoch
+        values["images_per_s"] = steps * self.global_batch / seconds
+        values["epoch"] = self._epochs()
         if acc.scaler is not None:
             values["loss_scale"] = acc.scaler.get_scale()
         if acc.device.type == "cuda":
