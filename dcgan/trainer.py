@@ -72,6 +72,7 @@ class Trainer:
         opt_d = torch.optim.Adam(discriminator.parameters(), lr=cfg.optim.lr_d, betas=cfg.optim.betas, fused=True)
         self.G, self.D, self.opt_g, self.opt_d = acc.prepare(generator, discriminator, opt_g, opt_d)
         self._hot_opt_g, self._hot_opt_d = hot_optimizer(self.opt_g), hot_optimizer(self.opt_d)
+        self._D_eager = getattr(self.D, "_orig_mod", self.D)  # torch.compile's wrapper keeps the module it wraps
         self._cuda_graphs = cfg.train.compile and acc.state.dynamo_plugin.mode == "reduce-overhead"
         torch.manual_seed(derive_seed(cfg.seed, "torch", acc.process_index))
         self.noise = torch.Generator(acc.device).manual_seed(derive_seed(cfg.seed, "noise", acc.process_index))
@@ -165,12 +166,15 @@ class Trainer:
         if self._measure:
             self.grad_norms[index] = norm
 
-    def _discriminate(self, inputs: tuple[torch.Tensor, ...]) -> torch.Tensor:
-        """D's logits for (images,) or (images, classes), the images through DiffAugment when it is on."""
+    def _discriminate(self, inputs: tuple[torch.Tensor, ...], eager: bool = False) -> torch.Tensor:
+        """D's logits for (images,) or (images, classes), the images through DiffAugment when it is on.
+
+        eager: through the uncompiled D (still under DDP) when train.compile is on, for the R1 step's
+        double backward, which compiled graphs cannot take."""
         policy = self.cfg.train.diffaugment
         if policy:
             inputs = (diff_augment(inputs[0], policy, self.noise), *inputs[1:])
-        return self.D(*inputs)
+        return (self._D_eager if eager else self.D)(*inputs)
 
     def _d_step(self, real: tuple[torch.Tensor, ...], fake: tuple[torch.Tensor, ...]) -> Stats:
         """D's inputs: (images,) or (images, classes).
@@ -183,10 +187,11 @@ class Trainer:
         r1_now = train.r1_gamma > 0 and self.progress.step % train.r1_every == 0
         if r1_now:
             real = (real[0].detach().requires_grad_(True), *real[1:])
-        real_logits = self._discriminate(real)
-        loss, stats = self.loss.d(
-            real_logits, self._discriminate(fake), real_label=train.real_label, scale=train.d_loss_scale
-        )
+        # Both through the uncompiled D on an R1 step: a compiled forward in between would bump the version
+        # of the BatchNorm running statistics the eager graph saved, and its backward would refuse them.
+        real_logits = self._discriminate(real, eager=r1_now)
+        fake_logits = self._discriminate(fake, eager=r1_now)
+        loss, stats = self.loss.d(real_logits, fake_logits, real_label=train.real_label, scale=train.d_loss_scale)
         if r1_now:
             loss = loss + self._r1_penalty(real_logits, real[0])
         if train.r1_gamma > 0:

@@ -137,8 +137,3 @@ def test_describe_prints_every_key_with_its_type_default_and_policy():
     assert "  optim.betas ([float, float]) = [0.5, 0.999]\n" in proc.stdout
     assert "  train.max_steps (int or null) = null\n" in proc.stdout
     assert all(f"  {key} (" in proc.stdout for key in to_flat_values(Config()))
-
-
-def test_r1_with_compile_is_refused_before_training():
-    with pytest.raises(UserError, match="train.r1_gamma: needs train.compile=false: torch.compile cannot take"):
-        load_config(None, ["train.r1_gamma=1", "train.compile=true"])

@@ -28,7 +28,13 @@ RECIPE_OPTIONS = (
 
 @pytest.mark.parametrize(
     "order",
-    ["train.g_first=false", "train.g_first=true", "train.compile=true", pytest.param(RECIPE_OPTIONS, id="recipe")],
+    [
+        "train.g_first=false",
+        "train.g_first=true",
+        # R1 on D steps 0, 2, 4 runs D uncompiled, the rest compiled: one all-reduce either way.
+        pytest.param("train.compile=true train.r1_gamma=1 train.r1_every=2", id="compiled_r1"),
+        pytest.param(RECIPE_OPTIONS, id="recipe"),
+    ],
 )
 def test_ddp_world_size_weight_equality_and_no_d_allreduce_in_g_step(tmp_path, data_root, order):
     _, reports = run_probe(

@@ -41,7 +41,8 @@ def test_smoke_run_writes_the_run_folder(tmp_path, data_root):
     [
         pytest.param("train.mixed_precision=no", id="fp32"),
         pytest.param("train.mixed_precision=bf16", id="bf16", marks=pytest.mark.slow),  # emulated: 4x slower
-        pytest.param("train.compile=true", id="compiled", marks=pytest.mark.slow),
+        # R1 at steps 0, 5, 10, ... through the uncompiled D, the other steps compiled.
+        pytest.param("train.compile=true train.r1_gamma=1 train.r1_every=5", id="compiled_r1", marks=pytest.mark.slow),
         pytest.param("model.output_bias=true", id="output_bias", marks=pytest.mark.slow),
         pytest.param(
             # Every recipe option at once: an R1 step on each side of the split (steps 18 and 21), the
