@@ -143,12 +143,14 @@ class OptimConfig:
     """Clip G's gradient norm to this inside G's own step (0 = off)."""
     clip_d: float = 0.0
     """Clip D's gradient norm to this inside D's own step (0 = off)."""
-    lr_scaling: Literal["none", "sqrt", "linear"] = "none"
+    lr_scaling: Literal["none", "sqrt", "linear"] = "linear"
     """How both learning rates follow the global batch (train.batch_size x processes) away from
-    `base_batch`: `none` keeps them, `sqrt` multiplies them by sqrt(global / base_batch), `linear` by
-    global / base_batch (docs/results.md measures each)."""
+    `base_batch`: `linear` multiplies them by global / base_batch (so 8 processes at 32 train at 8x the
+    rates), `sqrt` by sqrt(global / base_batch), `none` keeps them. Linear kept fid_mnist at global
+    batch 64 and 128 where the others lost it (docs/results.md)."""
     base_batch: int = 32
-    """The global batch that lr_g and lr_d are meant for (the tutorial's 32)."""
+    """The global batch that lr_g and lr_d are meant for (the tutorial's 32): one process at batch 32
+    trains at exactly lr_g and lr_d."""
     warmup_steps: int = 0
     """Ramp both learning rates linearly from 1/warmup_steps of their value to all of it over this many
     steps (0 = off)."""
