@@ -209,7 +209,7 @@ def _gif(args: argparse.Namespace) -> None:
 def _curves(args: argparse.Namespace) -> None:
     from dcgan.pictures import plot_quality, time_to
 
-    curves = plot_quality(args.runs, args.out, args.x)
+    curves = plot_quality(args.runs, args.out, args.x, args.target)
     print(f"wrote {args.out}")
     if args.target is not None:
         unit = "min" if args.x == "train_s" else "steps"

@@ -41,11 +41,10 @@ class DataConfig:
     find it elsewhere (another node's mount); the number of images is still checked."""
     download: bool = may_change(True)
     """Download MNIST or Fashion-MNIST into `root` when the files are missing (main process only)."""
-    pixel_range: Literal["signed", "unit"] = "unit"
-    """`unit` feeds [0, 1], as the tutorial did; `signed` feeds [-1, 1]. The tutorial's generator has no
-    biases, so its Tanh output sits at 0 where its features are 0: [0, 1] puts the background there, and
-    trained better on MNIST than [-1, 1] with or without `model.output_bias` (two seeds, 20 epochs,
-    docs/results.md)."""
+    pixel_range: Literal["signed", "unit"] = "signed"
+    """`signed` feeds [-1, 1]; `unit` feeds [0, 1], as the tutorial did. With the default R1 penalty
+    [-1, 1] trained best on MNIST; without R1, [0, 1] did, since this bias-free G's Tanh sits at 0 where
+    its features are 0 (two seeds, 20 epochs each: docs/results.md)."""
     limit: int = 0
     """Use only the first `limit` training images (0 = all; a folder's in sorted path order); for smoke tests."""
     image_size: int = 28
@@ -211,9 +210,10 @@ class TrainConfig:
     ema_decay: float = 0.999
     """Sample, evaluate and export an exponential moving average of G's weights (dcgan/ema.py) with
     this decay per step; 0 uses the last iterate, as the tutorial does."""
-    r1_gamma: float = 0.0
+    r1_gamma: float = 1.0
     """R1 gradient penalty on real images (Mescheder et al. 2018), gamma/2 x E||grad_x D(x)||^2 added to
     D's loss (0 = off). Lazy: computed every `r1_every` D steps and multiplied by r1_every (StyleGAN2).
+    The gradient is per pixel, so on [0, 1] images the same penalty is gamma / 4 (MNIST: 1 on [-1, 1]).
     With train.compile, the R1 steps run D uncompiled (compiled graphs have no double backward)."""
     r1_every: int = 16
     """D steps between R1 penalties (1 = every step)."""

@@ -64,9 +64,11 @@ def time_to(curve: list[tuple[float, float]], target: float) -> float | None:
     return next((x for x, fid in curve if fid <= target), None)
 
 
-def plot_quality(runs: list[Path], out: Path, x: str = "train_s") -> list[list[tuple[float, float]]]:
-    """fid (log scale) against training time or step, one line per run (labelled with its path as given), to
-    `out`; returns each run's curve (`quality_curves`)."""
+def plot_quality(
+    runs: list[Path], out: Path, x: str = "train_s", target: float | None = None
+) -> list[list[tuple[float, float]]]:
+    """fid (log scale) against training time or step, one line per run (labelled with its path as given) and
+    a dashed line at `target`, to `out`; returns each run's curve (`quality_curves`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -78,6 +80,8 @@ def plot_quality(runs: list[Path], out: Path, x: str = "train_s") -> list[list[t
     fig, axes = plt.subplots(figsize=(7, 4.5))
     for run, (_, points) in zip(runs, curves, strict=True):
         axes.plot([p[0] for p in points], [p[1] for p in points], marker="o", markersize=3, label=str(run))
+    if target is not None:
+        axes.axhline(target, color="grey", linestyle="--", linewidth=1, label=f"fid {target:g}")
     axes.set_yscale("log")
     plain = matplotlib.ticker.FuncFormatter(lambda value, _: f"{value:g}")  # 20, not 2 x 10^1
     axes.yaxis.set_major_formatter(plain)

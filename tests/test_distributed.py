@@ -53,7 +53,7 @@ def test_ddp_world_size_weight_equality_and_no_d_allreduce_in_g_step(tmp_path, d
     assert reports[0]["first_real_index"] != reports[1]["first_real_index"]
     assert reports[0]["noise_sample"] != reports[1]["noise_sample"]
     # The logged losses are the mean over both ranks (and over the steps since the last log), not rank 0's.
-    names = ("loss_D", "loss_G", "D_x", "D_G_z") + (("r1",) if "r1_gamma" in order else ())
+    names = ("loss_D", "loss_G", "D_x", "D_G_z", "r1")  # R1 is on in every variant (the default: gamma 1)
     assert set(reports[0]["step_metrics"][0]) == set(names)  # the losses' statistics, by name
     per_rank = torch.tensor([[[step[n] for n in names] for step in r["step_metrics"]] for r in reports])
     assert not torch.equal(per_rank[0], per_rank[1])  # (rank, step, metric)

@@ -45,7 +45,7 @@ def test_export_writes_a_self_describing_folder_that_samples_like_the_run(run_di
     assert main(["export", str(run_dir), str(out)]) == 0
     assert sorted(p.name for p in out.iterdir()) == ["README.md", "config.json", "model.safetensors", "samples.png"]
     config = json.loads((out / "config.json").read_text())
-    assert config["model"]["z_dim"] == 100 and config["pixel_range"] == "unit"
+    assert config["model"]["z_dim"] == 100 and config["pixel_range"] == "signed"
     assert config["data"] == {"name": "mnist", "image_size": 28, "channels": 1, "limit": 0}
     assert (config["weights"], config["step"], config["library"]) == ("ema", 100, "dcgan")
     assert config["recipe"]["train"]["batch_size"] == 32 and "output_dir" not in config["recipe"]

@@ -27,7 +27,7 @@ def generator_file(tmp_path):
 def test_generator_file_round_trips_without_training_code(generator_file):
     path, original = generator_file
     loaded, pixel_range = load_generator(path)
-    assert pixel_range == "unit" and loaded.z_dim == 16 and not loaded.training
+    assert pixel_range == "signed" and loaded.z_dim == 16 and not loaded.training
     z = torch.randn(4, 16)
     assert torch.equal(loaded(z), original(z))
 

@@ -13,7 +13,8 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 import wandb_reader
 from conftest import REPO, _env, read_metrics, run_python, run_train, train_command
 
-LOGGED = {"loss_D", "loss_G", "D_x", "D_G_z", "grad_norm_D", "grad_norm_G", "lr_D", "lr_G", "images_per_s", "epoch"}
+LOSSES = {"loss_D", "loss_G", "D_x", "D_G_z", "r1"}  # r1: the default R1 penalty
+LOGGED = LOSSES | {"grad_norm_D", "grad_norm_G", "lr_D", "lr_G", "images_per_s", "epoch"}
 
 
 def _record_files(run_dir):
