@@ -81,10 +81,12 @@ def framework_trainer(args: argparse.Namespace, run_dir: str) -> Trainer:
         "train.allow_emulated_bf16=true",  # measuring it is the point; hardware_record says whether it is
         "resume=never",
         "log.tracker=none",
-        # The reference loop's order and targets (D first, real label 1.0): same cost as the default
-        # recipe's, and the same math for --check.
+        # The reference loop's order and targets (D first, real label 1.0), no R1 (the default's lazy R1
+        # adds ~3% per step on a CPU, docs/results.md) and its fixed rates at any batch: the same math for --check.
         "train.g_first=false",
         "train.real_label=1.0",
+        "train.r1_gamma=0",
+        "optim.lr_scaling=none",
         *args.set,
     ]
     return Trainer(load_config(None, overrides))

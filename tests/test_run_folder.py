@@ -58,13 +58,13 @@ def test_a_changed_recipe_is_refused_and_allowed_changes_are_recorded(tmp_path, 
     run_train(tmp_path, "train.max_steps=20")
     before = _folder_state(tmp_path)
     proc = run_train(
-        tmp_path, "train.max_steps=40", "data.pixel_range=signed", "seed=3", "train.real_label=1.0",
+        tmp_path, "train.max_steps=40", "data.pixel_range=unit", "seed=3", "train.real_label=1.0",
         "optim.lr_g=0.1", check=False,
     )  # fmt: skip
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
     assert lines[0].startswith("dcgan: error: cannot resume from ") and lines[0].endswith("checkpoint's:")
-    assert lines[1:4] == ["  data.pixel_range: unit -> signed", "  seed: 0 -> 3", "  train.real_label: 0.9 -> 1.0"]
+    assert lines[1:4] == ["  data.pixel_range: signed -> unit", "  seed: 0 -> 3", "  train.real_label: 0.9 -> 1.0"]
     assert "another output_dir" in lines[4] and len(lines) == 5  # lr_g may change: not listed
     assert _folder_state(tmp_path) == before  # nothing rewritten, nothing re-exported
 
