@@ -109,11 +109,13 @@ def _config_reference() -> str:
 
 
 def _train(args: argparse.Namespace) -> None:
+    from dcgan import peers
     from dcgan.config import load_config
     from dcgan.trainer import Trainer
 
     cfg = load_config(args.config, args.overrides)
-    Trainer(cfg).fit()
+    with peers.watch(Path(cfg.output_dir) / "checkpoints"):
+        Trainer(cfg).fit()
 
 
 def _local_source(source: Path | None) -> Path | None:
@@ -259,6 +261,16 @@ def main(argv: list[str] | None = None) -> int:
             Path(os.environ["DCGAN_EXIT_CODE_FILE"]).write_text(f"{code}\n")
         except OSError as e:
             _say(f"dcgan: warning: cannot write DCGAN_EXIT_CODE_FILE ({e.strerror}: {e.filename})")
+    distributed = sys.modules.get("torch.distributed")
+    if (
+        args.command == "train"
+        and distributed is not None
+        and distributed.is_available()
+        and distributed.is_initialized()
+    ):
+        from dcgan.distributed import end_process
+
+        end_process(code)  # a rank of a multi-process run (why: dcgan/distributed.py)
     return code
 
 

@@ -5,13 +5,16 @@ Everything that touches several processes goes through Accelerate; model code ne
 
 from __future__ import annotations
 
+import atexit
 import os
+import sys
 import warnings
 from collections.abc import Callable
 from datetime import timedelta
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import torch
+import torch.distributed as dist
 from accelerate import Accelerator
 from accelerate.utils import (
     DistributedDataParallelKwargs,
@@ -22,9 +25,9 @@ from accelerate.utils import (
     gather_object,
 )
 
-from dcgan import hardware
+from dcgan import hardware, peers
 from dcgan.config import Config
-from dcgan.errors import UserError
+from dcgan.errors import EXIT_PEER_LOST, Stopped, UserError
 
 T = TypeVar("T")
 DDP_BUCKET_MB = 32  # every network here fits one bucket (the 64 px paper D at width 64: 11 MB of gradients)
@@ -68,21 +71,31 @@ def make_accelerator(cfg: Config) -> Accelerator:
     # old flag still does exactly what we want on every torch we allow.
     warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
     trackers = None if cfg.log.tracker == "none" else cfg.log.tracker
-    accelerator = Accelerator(
-        # Without cpu=True a `--multi_gpu` launch on a GPU-less host starts independent rank-0 processes.
-        cpu=cpu,
-        mixed_precision=cfg.train.mixed_precision,
-        kwargs_handlers=[ddp, InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.fault.timeout_s))],
-        dynamo_plugin=_dynamo_plugin(cfg, cpu),
-        log_with=trackers,
-        project_dir=cfg.output_dir,
-    )
     launched = int(os.environ.get("WORLD_SIZE", "1"))
+    try:
+        accelerator = Accelerator(
+            # Without cpu=True a `--multi_gpu` launch on a GPU-less host starts independent rank-0 processes.
+            cpu=cpu,
+            mixed_precision=cfg.train.mixed_precision,
+            kwargs_handlers=[ddp, InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.fault.timeout_s))],
+            dynamo_plugin=_dynamo_plugin(cfg, cpu),
+            log_with=trackers,
+            project_dir=cfg.output_dir,
+        )
+    except dist.DistStoreError as e:  # "Timed out after N seconds waiting for clients. 1/2 clients joined."
+        where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
+        raise Stopped(
+            f"not every rank joined the group at {where} within fault.timeout_s={cfg.fault.timeout_s} s ({e}); "
+            "check that every machine's launcher and its ranks started, with the same --main_process_ip and port",
+            EXIT_PEER_LOST,
+        ) from None
     if accelerator.num_processes != launched:
         raise UserError(
             f"the launcher started {launched} processes but they formed a group of {accelerator.num_processes}; "
             "use a launch/ config (see launch/README.md)"
         )
+    if accelerator.num_processes > 1:
+        peers.introduce(accelerator.process_index)
     return accelerator
 
 
@@ -165,6 +178,41 @@ def on_main(accelerator: Accelerator, fn: Callable[[], T]) -> T:
     if kind == "error":
         raise UserError(value)
     return value
+
+
+def agree(accelerator: Accelerator, fn: Callable[[], T]) -> T:
+    """Run `fn` on every rank; a UserError on any rank is raised on every rank, naming the rank it came from.
+
+    For work whose inputs can differ between machines (their copy of the data): a rank that failed alone
+    would leave the others waiting at their next collective."""
+    try:
+        result, error = fn(), None
+    except UserError as e:
+        result, error = None, str(e)
+    failed = [(rank, line) for rank, line in enumerate(gather_per_rank(accelerator, error)) if line is not None]
+    if failed:
+        rank, line = failed[0]
+        raise UserError(line if accelerator.num_processes == 1 else f"on rank {rank}, {peers.who(rank)}: {line}")
+    return result
+
+
+def end_process(code: int) -> NoReturn:
+    """End this rank of a multi-process run with exit `code`, without interpreter shutdown.
+
+    Nothing joins gloo's worker threads before the process ends: a process group that a DDP module was
+    built on stays alive, threads and all, after `destroy_process_group()` (and `abort()`, `shutdown()`;
+    torch 2.14). A worker can still be dropping the tensors of the last collective when the main thread
+    reaches interpreter shutdown; it then needs the GIL of an interpreter that is going away, CPython ends
+    the thread from inside a C++ destructor, and the rank aborts after its work is done ("terminate called
+    without an active exception", SIGABRT), which leaves the other machines' launchers waiting for this
+    one's. So the rank does what shutdown would have done for it, atexit handlers and flushed output, and
+    leaves with os._exit: the threads end with the process."""
+    if code == 0 and dist.is_initialized():
+        dist.destroy_process_group()  # pending work is flushed (NCCL); on a failure it may be what hangs
+    atexit._run_exitfuncs()
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
 
 
 def gather_per_rank(accelerator: Accelerator, obj: T) -> list[T]:

@@ -7,6 +7,7 @@ imported, so that the CLI can answer without importing torch (`dcgan config` in 
 EXIT_USER_ERROR = 2
 EXIT_PREEMPTED = 3  # stopped on SIGTERM/SIGUSR1 after saving a checkpoint: requeue with resume=auto
 EXIT_NONFINITE = 4  # losses stayed NaN/inf: stopped without saving, the last good checkpoint is kept
+EXIT_PEER_LOST = 5  # another rank or machine of the run is gone: resume once every machine is back
 
 
 class UserError(Exception):

@@ -6,31 +6,53 @@ the device, and the ranks compare both every `fault.check_every` steps with one 
 
 from __future__ import annotations
 
+import ctypes
 import os
 import signal
+import sys
 
 import torch
 
-from dcgan.errors import EXIT_NONFINITE, EXIT_PREEMPTED, EXIT_USER_ERROR  # noqa: F401 - re-exported
+from dcgan.errors import EXIT_NONFINITE, EXIT_PEER_LOST, EXIT_PREEMPTED, EXIT_USER_ERROR  # noqa: F401 - re-exported
 
 STOP_SIGNALS = (signal.SIGTERM, signal.SIGUSR1)
+_PR_SET_PDEATHSIG = 1
 
 
 class StopSignals:
-    """The first SIGTERM/SIGUSR1 asks for a checkpoint and a clean stop; a second one exits at once."""
+    """The first SIGTERM/SIGUSR1 asks for a checkpoint and a clean stop; a second one exits at once.
+
+    A process started by a launcher (torchrun, `accelerate launch`) also gets SIGTERM when that launcher
+    dies: its launcher starts it in a session of its own and never tells it, so a launcher killed with -9
+    would leave it training with the other machines, and their launchers waiting for it. `orphaned` then
+    says why the signal came."""
 
     def __init__(self):
         self.received: int | None = None
         self._previous: dict[int, object] = {}
+        self._launcher: int | None = None
 
     def install(self) -> None:
         for sig in STOP_SIGNALS:
             self._previous[sig] = signal.signal(sig, self._handle)
+        if "TORCHELASTIC_RUN_ID" in os.environ and sys.platform == "linux":
+            self._launcher = os.getppid()
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+            if os.getppid() != self._launcher:  # it died before it could be watched
+                os.kill(os.getpid(), signal.SIGTERM)
+
+    @property
+    def orphaned(self) -> bool:
+        """Whether the launcher that started this process is gone."""
+        return self._launcher is not None and os.getppid() != self._launcher
 
     def uninstall(self) -> None:
         for sig, handler in self._previous.items():
             signal.signal(sig, handler)
         self._previous.clear()
+        if self._launcher is not None:
+            ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, 0)
+            self._launcher = None
 
     def _handle(self, signum: int, frame: object) -> None:
         if self.received is not None:

@@ -230,18 +230,18 @@ class RunLog:
             self._tracker_failed("model artifact", e)
 
     def close(self) -> None:
+        """Finish the trackers (the process group is left to `distributed.shutdown`, after the last collective)."""
         if self.bar is not None:
             self.bar.close()
         try:
-            self.accelerator.end_training()  # finishes the trackers and ends the process group
+            for tracker in self.accelerator.trackers:
+                tracker.finish()
         except Exception as e:  # noqa: BLE001
-            if self.cfg.log.tracker == "none":
-                raise
             self._tracker_failed("shutdown", e)
         if self.cfg.log.tracker == "wandb" and self.main:
             import wandb
 
-            wandb.teardown()  # end_training leaves W&B's background service running
+            wandb.teardown()  # finish() leaves W&B's background service running
 
 
 def _versions() -> str:

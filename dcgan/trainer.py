@@ -13,11 +13,19 @@ from pathlib import Path
 import torch
 import yaml
 
-from dcgan import checkpoint
+from dcgan import checkpoint, peers
 from dcgan.augment import diff_augment
 from dcgan.config import Config, change_lines, to_dict
 from dcgan.data import ImageStore, ShardedBatches, ensure_dataset, load_dataset, to_model_range
-from dcgan.distributed import bare_model, configure_backends, hot_optimizer, make_accelerator, memory_format, on_main
+from dcgan.distributed import (
+    agree,
+    bare_model,
+    configure_backends,
+    hot_optimizer,
+    make_accelerator,
+    memory_format,
+    on_main,
+)
 from dcgan.ema import GeneratorAverage
 from dcgan.errors import Stopped, UserError
 from dcgan.evaluation import Evaluator
@@ -49,7 +57,7 @@ class Trainer:
 
     def _build(self) -> None:
         cfg, acc = self.cfg, self.accelerator
-        dataset = load_dataset(cfg.data)
+        dataset = agree(acc, lambda: load_dataset(cfg.data))  # machines may hold different copies of the data
         self.images = ImageStore(dataset.images, acc.device, cfg.data.device_budget_gb, acc.is_main_process)
         self.classes, self.labels = self._labels(dataset)
         self.batches = ShardedBatches(
@@ -230,12 +238,16 @@ class Trainer:
 
     def fit(self) -> None:
         """Train to the configured length (a finished run is left as it is); the run folder is released
-        whatever happens."""
+        whatever happens.
+
+        Every rank returns only once every rank is done, the main process's files included: a rank that
+        fails at the end then fails the others too, instead of leaving their launchers waiting for its."""
         try:
             if self.progress.step >= self.total_steps():
                 self._already_finished()
             else:
                 self._train()
+            self.accelerator.wait_for_everyone()
         finally:
             self.release()
 
@@ -336,11 +348,10 @@ class Trainer:
         """Every rank learns whether any rank got a stop signal or diverged (one small gather)."""
         acc, p = self.accelerator, self.progress
         lost = self.lock is not None and self.lock.lost is not None
-        local = torch.stack([
-            torch.tensor(self.signals.received or 0, device=acc.device), self.nonfinite.streak, self.nonfinite.since,
-            torch.tensor(int(lost), device=acc.device),
-        ])  # fmt: skip
-        signals, streaks, since, losses = acc.gather(local[None]).T.tolist()
+        flags = [self.signals.received or 0, int(lost), int(self.signals.orphaned)]
+        streak = torch.stack([self.nonfinite.streak, self.nonfinite.since])
+        local = torch.cat([torch.tensor(flags, device=acc.device), streak])
+        signals, losses, orphans, streaks, since = acc.gather(local[None]).T.tolist()
         if any(losses):
             owner = f": {self.lock.lost}" if lost else ""
             self.log.close()
@@ -362,10 +373,15 @@ class Trainer:
             )
         if any(signals):
             name = signal.Signals(max(signals)).name
+            if any(orphans):
+                gone = ", ".join(f"rank {r}, {peers.who(r)}" for r, orphan in enumerate(orphans) if orphan)
+                name = f"the launcher of {gone} is gone (its processes got SIGTERM)"
+            else:
+                name += " received"
             path = self.save()
             self.log.close()
             raise Stopped(
-                f"{name} received: checkpoint {path} saved at step {p.step}; run again with resume=auto to continue",
+                f"{name}: checkpoint {path} saved at step {p.step}; run again with resume=auto to continue",
                 EXIT_PREEMPTED,
             )
 

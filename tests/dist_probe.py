@@ -1,10 +1,11 @@
-"""Launched by tests/test_distributed.py under `accelerate launch` with 2 CPU processes.
-
-Trains a few steps through the real Trainer while counting DDP all-reduces per phase with comm hooks,
-then compares every rank's G and D parameters with rank 0's. Writes one JSON report per rank.
+"""`python tests/dist_probe.py OUT CONFIG [KEY=VALUE ...]`, as each rank of a multi-process run (tests/conftest.py's
+run_probe, tests/test_multinode.py): trains through the real entry point while counting DDP all-reduces per phase
+with comm hooks, then compares every rank's G and D parameters with rank 0's. Writes one JSON report per rank.
+With PROBE_RANK1_FAILS_AT=N in the environment, rank 1 raises a RuntimeError at step N instead.
 """
 
 import json
+import os
 import sys
 from pathlib import Path
 
@@ -12,77 +13,80 @@ import torch
 import torch.distributed as dist
 from torch.distributed.algorithms.ddp_comm_hooks.default_hooks import allreduce_hook
 
-from dcgan.config import load_config
+import dcgan.trainer
+from dcgan.cli import main
 from dcgan.trainer import Trainer
 
 
-def main() -> None:
-    out, config, overrides = Path(sys.argv[1]), sys.argv[2], sys.argv[3:]
-    trainer = Trainer(load_config(config, ["log.tracker=none", *overrides]))
-    acc = trainer.accelerator
-    counts = {"G": 0, "D": 0}
+class ProbedTrainer(Trainer):
+    """The real Trainer, counting DDP all-reduces per phase with comm hooks and recording each step's metrics; just
+    before it finishes, every rank compares its G and D with rank 0's. Writes OUT/rank{R}.json at the end."""
 
-    def counting(name):
+    def __init__(self, cfg):
+        super().__init__(cfg)
+        self.counts = {"G": 0, "D": 0}
+        self.G.register_comm_hook(None, self._counting("G"))
+        self.D.register_comm_hook(None, self._counting("D"))
+        self.phases = {"d_step": [], "g_step": []}
+        for phase in self.phases:
+            setattr(self, f"_{phase}", self._measured(phase, getattr(self, f"_{phase}")))
+        self.step_metrics = []
+        self.report = {}
+
+    def _counting(self, name):
         def hook(state, bucket):
-            counts[name] += 1
+            self.counts[name] += 1
             return allreduce_hook(state, bucket)
 
         return hook
 
-    trainer.G.register_comm_hook(None, counting("G"))
-    trainer.D.register_comm_hook(None, counting("D"))
-    phases = {"d_step": [], "g_step": []}
-    for phase in phases:
-        original = getattr(trainer, f"_{phase}")
-
-        def wrapped(*args, _original=original, _phase=phase):
-            before = dict(counts)
-            result = _original(*args)
-            phases[_phase].append({k: counts[k] - before[k] for k in counts})
+    def _measured(self, phase, original):
+        def wrapped(*args):
+            before = dict(self.counts)
+            result = original(*args)
+            self.phases[phase].append({k: self.counts[k] - before[k] for k in self.counts})
             return result
 
-        setattr(trainer, f"_{phase}", wrapped)
-    step_metrics = []
-    train_step = trainer.train_step
+        return wrapped
 
-    def recording_step(*args, **kwargs):
-        values = train_step(*args, **kwargs)
-        step_metrics.append({k: v.item() for k, v in values.items()})
+    def train_step(self, *args, **kwargs):
+        fails_at = int(os.environ.get("PROBE_RANK1_FAILS_AT", -1))
+        if self.accelerator.process_index == 1 and self.progress.step == fails_at:
+            raise RuntimeError(f"rank 1 fails on purpose at step {self.progress.step}")
+        values = super().train_step(*args, **kwargs)
+        self.step_metrics.append({k: v.item() for k, v in values.items()})
         return values
 
-    trainer.train_step = recording_step
-    report = {}
-    finish = trainer._finish
-
-    def inspect_then_finish():
-        # Before _finish: end_training() tears the process group down.
-        report.update(
+    def _finish(self):
+        acc = self.accelerator
+        self.report.update(
             rank=acc.process_index,
             world_size=acc.num_processes,
             dist_world_size=dist.get_world_size(),
             distributed_type=str(acc.distributed_type),
-            phases=phases,
-            steps=trainer.progress.step,
-            G_max_diff=max_diff_to_rank0(trainer.G),
-            D_max_diff=max_diff_to_rank0(trainer.D),
-            first_real_index=int(trainer.batches.indices(0)[0, 0]),
-            noise_sample=torch.randn(2, generator=trainer.noise).tolist(),
-            step_metrics=step_metrics,
+            phases=self.phases,
+            steps=self.progress.step,
+            G_max_diff=self._max_diff_to_rank0(self.G),
+            D_max_diff=self._max_diff_to_rank0(self.D),
+            first_real_index=int(self.batches.indices(0)[0, 0]),
+            noise_sample=torch.randn(2, generator=self.noise).tolist(),
+            step_metrics=self.step_metrics,
         )
-        finish()
+        super()._finish()
+        (OUT / f"rank{acc.process_index}.json").write_text(json.dumps(self.report))
 
-    def max_diff_to_rank0(module):
+    def _max_diff_to_rank0(self, module):
         worst = 0.0
-        for p in acc.unwrap_model(module).parameters():
+        for p in self.accelerator.unwrap_model(module).parameters():
             reference = p.detach().clone()
             dist.broadcast(reference, src=0)
             worst = max(worst, (p.detach() - reference).abs().max().item())
         return worst
 
-    trainer._finish = inspect_then_finish
-    trainer.fit()
-    (out / f"rank{acc.process_index}.json").write_text(json.dumps(report))
 
+OUT = Path(sys.argv[1]) if __name__ == "__main__" else Path()
 
 if __name__ == "__main__":
-    main()
+    # Through the real entry point, so that a probed run starts and ends exactly as `train.py` does.
+    dcgan.trainer.Trainer = ProbedTrainer
+    sys.exit(main(["train", "--config", sys.argv[2], "log.tracker=none", *sys.argv[3:]]))

@@ -4,6 +4,7 @@ import os
 import random
 import signal
 import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -11,12 +12,23 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import REPO, _env, assert_same_tensors, load_weights, read_metrics, run_python, run_train, train_command
+from conftest import (
+    REPO,
+    SMOKE,
+    _env,
+    assert_same_tensors,
+    load_weights,
+    read_metrics,
+    run_python,
+    run_ranks,
+    run_train,
+    train_command,
+)
 from dcgan import checkpoint
 from dcgan.config import DataConfig
 from dcgan.data.idx import load_images
 from dcgan.errors import UserError
-from dcgan.faults import EXIT_NONFINITE, EXIT_PREEMPTED
+from dcgan.faults import EXIT_NONFINITE, EXIT_PEER_LOST, EXIT_PREEMPTED
 
 
 def _start(run_dir: Path, *overrides: str, nproc: int = 1) -> subprocess.Popen:
@@ -101,6 +113,37 @@ def test_a_dead_rank_ends_the_whole_job_quickly_and_is_named(tmp_path, data_root
     assert time.monotonic() - killed_at < 60
     assert proc.returncode != 0
     assert "rank      : 1" in err and "Signal 9 (SIGKILL)" in err, err[-3000:]
+
+
+def test_a_rank_that_fails_in_python_is_named_with_its_reason_by_the_others(tmp_path, data_root):
+    env = {**_env(), "PROBE_RANK1_FAILS_AT": "5"}
+    argv = [str(REPO / "tests" / "dist_probe.py"), str(tmp_path), str(SMOKE), f"output_dir={tmp_path / 'run'}",
+            f"data.root={data_root}", "train.max_steps=50"]  # fmt: skip
+    proc = run_ranks(argv, nproc=2, env=env)
+    assert proc.returncode == EXIT_PEER_LOST, proc.stderr[-3000:]
+    (line,) = [line for line in proc.stderr.splitlines() if line.startswith("dcgan: stopped:")]
+    assert line.startswith("dcgan: stopped: lost rank 1, machine 0 (host ")
+    assert "failed: RuntimeError: rank 1 fails on purpose at step 5" in line and "resume=auto" in line
+
+
+def test_a_rank_ends_without_interpreter_shutdown_after_its_atexit_handlers(tmp_path):
+    """The exit of every rank of a multi-process run (dcgan/distributed.py: end_process): the exit code given,
+    atexit handlers run and output flushed, but no interpreter shutdown, where a gloo worker that still frees a
+    finished collective would abort the process."""
+    script = (
+        "import atexit, sys\n"
+        "from dcgan.distributed import end_process\n"
+        f"atexit.register(lambda: open({str(tmp_path / 'atexit')!r}, 'w').write('ran'))\n"
+        "class Finalized:\n"
+        f"    def __del__(self): open({str(tmp_path / 'finalized')!r}, 'w').write('ran')\n"
+        "kept = Finalized()\n"
+        "sys.stdout.write('unflushed')\n"
+        "end_process(7)\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 7 and proc.stdout == "unflushed", proc.stderr
+    assert (tmp_path / "atexit").read_text() == "ran"
+    assert not (tmp_path / "finalized").exists()  # interpreter shutdown, which would collect it, never ran
 
 
 # -- crash safety ----------------------------------------------------------------------------------

@@ -67,6 +67,7 @@ def test_dry_run_shows_one_launcher_per_node_and_the_array_task_values(slurm, tm
     assert r"--machine_rank\ \"\$SLURM_NODEID\"" in command  # expanded by bash on each node, not here
     for expected in ("--config_file launch/multi_node.yaml", "--num_machines 2", "--num_processes 2",
                      "--main_process_ip 127.0.0.1", "--main_process_port 24242",  # NodeAddr of the first node
+                     "--rdzv_conf timeout=600",  # fault.timeout_s: how long the head waits for the other nodes
                      f"train.py --config {SMOKE} optim.lr_g=4e-4 output_dir={tmp_path}/lr_2 seed=2"):  # fmt: skip
         assert expected in command
     assert not tmp_path.joinpath("lr_2").exists()  # a dry run writes nothing
