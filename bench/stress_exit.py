@@ -73,8 +73,10 @@ def one_run(case: str, data_root: str, folder: Path, timeout: float) -> dict:
     while any(end is None for end in ends) and time.monotonic() - started < timeout:
         for proc in procs:
             with contextlib.suppress(psutil.NoSuchProcess):
-                workers.update({p.pid: p for p in psutil.Process(proc.pid).children()})
-        if workers and not any(map(_running, workers.values())) and last_worker_end is None:
+                workers.update({p.pid: p for p in psutil.Process(proc.pid).children() if _is_training(p)})
+        if any(map(_running, workers.values())):
+            last_worker_end = None
+        elif workers and last_worker_end is None:
             last_worker_end = time.monotonic()
         for i, proc in enumerate(procs):
             if ends[i] is None and proc.poll() is not None:
@@ -97,6 +99,14 @@ def one_run(case: str, data_root: str, folder: Path, timeout: float) -> dict:
         "late": hung or any(lag is not None and lag > LATE_S for lag in lags),
         "failed": any(proc.returncode != 0 for proc in procs),
     }
+
+
+def _is_training(process: psutil.Process) -> bool:
+    """A training process, not a helper that the launcher runs on the way (a GPU query, say)."""
+    try:
+        return any(arg.endswith("train.py") for arg in process.cmdline())
+    except psutil.Error:
+        return False
 
 
 def _running(process: psutil.Process) -> bool:
