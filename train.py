@@ -2,7 +2,7 @@
 
 import sys
 
-from dcgan.cli import main
+from dcgan.commands.cli import main
 
 if __name__ == "__main__":
     sys.exit(main(["train", *sys.argv[1:]]))

@@ -1,11 +1,14 @@
 """Stress the end of multi-process runs: many short runs while every core is kept busy, and how long each
 launcher outlives the training processes it started.
 
-    python bench/stress_exit.py --data-root DATA [--case two-launchers|one-launcher] [--runs 30] [--json OUT]
+    python bench/stress_exit.py --data-root DATA [--case two-launchers|one-launcher|late-collective] [--runs 30]
+        [--json OUT]
 
 - `two-launchers`: two "machines" on this host, each `accelerate launch --config_file launch/multi_node.yaml
   --machine_rank R` with one training process, as launch/README.md shows;
-- `one-launcher`: one `accelerate launch --config_file launch/cpu_multiprocess.yaml` with 2 processes.
+- `one-launcher`: one `accelerate launch --config_file launch/cpu_multiprocess.yaml` with 2 processes;
+- `late-collective`: the abort itself, provoked (bench/late_collective.py), `--runs` pairs of ranks ending with a
+  plain interpreter exit and as many ending as a dcgan rank does, alternating; counts the ranks that aborted.
 
 Each run trains `configs/smoke.yaml` for 3 steps. Every core runs a busy loop meanwhile (a launcher that
 waits for a peer shows up under load; see issue 23). Per run: its wall time, each launcher's exit code, and
@@ -116,6 +119,17 @@ def _running(process: psutil.Process) -> bool:
         return False
 
 
+def late_collective(mode: str, folder: Path) -> int:
+    """Exit code of the rank that leaves with an all-reduce still running (bench/late_collective.py)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(_port()),
+           "WORLD_SIZE": "2"}  # fmt: skip
+    script, flag = str(REPO / "bench" / "late_collective.py"), str(folder / "flag")
+    ranks = [subprocess.Popen([sys.executable, script, mode, flag], env={**env, "RANK": str(r)},
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL) for r in (0, 1)]  # fmt: skip
+    codes = [rank.wait(timeout=120) for rank in ranks]
+    return codes[1]
+
+
 def busy_loops(n: int) -> list[subprocess.Popen]:
     return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]
 
@@ -135,10 +149,43 @@ def summary(case: str, runs: list[dict]) -> dict:
     }
 
 
+def launch_case(args: argparse.Namespace, tmp: Path) -> dict:
+    """`--runs` runs of a launch case; the result for --json."""
+    runs = []
+    for i in range(args.runs):
+        folder = tmp / f"run{i:03d}"
+        folder.mkdir()
+        r = one_run(args.case, args.data_root, folder, args.timeout)
+        runs.append(r)
+        flags = f"{'  LATE' if r['late'] else ''}{'  FAILED' if r['failed'] else ''}"
+        lags = r["launcher_lag_s"]
+        print(f"run {i + 1:3d}: {r['wall_s']:6.1f} s, exit {r['exit_codes']}, launcher lag {lags}{flags}", flush=True)
+        if r["late"] or r["failed"]:
+            kept = Path(tempfile.mkdtemp(prefix=f"dcgan-stress-run{i:03d}-"))
+            for log in folder.glob("launcher*.log"):
+                (kept / log.name).write_bytes(log.read_bytes())
+            print(f"         its launchers' output: {kept}")
+    return {"summary": summary(args.case, runs), "runs": runs}
+
+
+def late_collective_case(args: argparse.Namespace, tmp: Path) -> dict:
+    """`--runs` pairs of ranks that leave with a collective running, each way of ending; the result for --json."""
+    codes: dict[str, list[int]] = {"exit": [], "end": []}
+    for i in range(args.runs):
+        for mode in codes:
+            folder = tmp / f"{mode}{i:03d}"
+            folder.mkdir()
+            codes[mode].append(late_collective(mode, folder))
+        line = f"plain exit {codes['exit'][-1]}, end_process {codes['end'][-1]}"
+        print(f"run {i + 1:3d}: exit code of the rank that left: {line}", flush=True)
+    counts = {mode: {"runs": len(c), "non_zero": sum(code != 0 for code in c)} for mode, c in codes.items()}
+    return {"summary": {"case": args.case, **counts}, "codes": codes}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--data-root", required=True, help="a folder holding MNIST/raw/")
-    parser.add_argument("--case", choices=("two-launchers", "one-launcher"), default="two-launchers")
+    parser.add_argument("--case", choices=("two-launchers", "one-launcher", "late-collective"), default="two-launchers")
     parser.add_argument("--runs", type=int, default=30)
     parser.add_argument("--busy", type=int, default=os.cpu_count(), help="busy loops beside the runs (default: cores)")
     parser.add_argument("--timeout", type=float, default=400, help="a run still going after this is hung")
@@ -146,29 +193,14 @@ def main() -> None:
     args = parser.parse_args()
     machine = hardware.describe(None)
     print(f"{args.case}: {args.runs} runs, {args.busy} busy loop(s) on {machine['cpu']} ({os.cpu_count()} cores)")
-    busy, runs = busy_loops(args.busy), []
+    busy = busy_loops(args.busy)
     try:
         with tempfile.TemporaryDirectory(prefix="dcgan-stress-") as tmp:
-            for i in range(args.runs):
-                folder = Path(tmp) / f"run{i:03d}"
-                folder.mkdir()
-                runs.append(one_run(args.case, args.data_root, folder, args.timeout))
-                r = runs[-1]
-                flags = f"{'  LATE' if r['late'] else ''}{'  FAILED' if r['failed'] else ''}"
-                lags = r["launcher_lag_s"]
-                print(
-                    f"run {i + 1:3d}: {r['wall_s']:6.1f} s, exit {r['exit_codes']}, launcher lag {lags}{flags}",
-                    flush=True,
-                )
-                if r["late"] or r["failed"]:
-                    kept = Path(tempfile.mkdtemp(prefix=f"dcgan-stress-run{i:03d}-"))
-                    for log in folder.glob("launcher*.log"):
-                        (kept / log.name).write_bytes(log.read_bytes())
-                    print(f"         its launchers' output: {kept}")
+            case = late_collective_case if args.case == "late-collective" else launch_case
+            result = {**case(args, Path(tmp)), "machine": machine}
     finally:
         for proc in busy:
             proc.kill()
-    result = {"summary": summary(args.case, runs), "machine": machine, "runs": runs}
     print(json.dumps(result["summary"]))
     if args.json:
         args.json.write_text(json.dumps(result, indent=1) + "\n")

@@ -5,7 +5,7 @@
 Both run in this one process, same model, batch and precision, after a warm-up, in alternating timed
 windows (so a noisy machine slows both alike). The framework side is `Trainer.advance()`, the exact
 iteration `train.py` runs (batch from the on-device split, D step, G step, metrics kept on the device);
-the reference is bench/tutorial_loop.py. A benchmark, not a test: tests/test_bench.py only checks
+the reference is bench/tutorial_loop.py. A benchmark, not a test: tests/bench/test_bench.py only checks
 that it runs and that both sides compute the same losses.
 """
 
@@ -32,9 +32,9 @@ from tutorial_loop import TutorialLoop  # noqa: E402
 from dcgan import hardware  # noqa: E402
 from dcgan.config import load_config  # noqa: E402
 from dcgan.data import to_model_range  # noqa: E402
-from dcgan.distributed import bare_model  # noqa: E402
 from dcgan.errors import UserError  # noqa: E402
-from dcgan.trainer import Trainer  # noqa: E402
+from dcgan.runtime import bare_model  # noqa: E402
+from dcgan.train.loop import Trainer  # noqa: E402
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -253,12 +253,12 @@ def same_math(args: argparse.Namespace, steps: int = 3) -> dict[str, object]:
     with tempfile.TemporaryDirectory() as run_dir:
         trainer = framework_trainer(args, run_dir)
         reference = TutorialLoop(args.data_root, args.batch, args.precision, device)
-        reference.G.load_state_dict(bare_model(trainer.accelerator, trainer.G).state_dict())
-        reference.D[0].load_state_dict(bare_model(trainer.accelerator, trainer.D).state_dict())
-        reference.noise.set_state(trainer.noise.get_state())
-        first = torch.arange(args.batch, device=trainer.images.index_device)
-        real = to_model_range(trainer.images.batch(first), trainer.cfg.data.pixel_range)
-        framework = [{k: v.item() for k, v in trainer.train_step(real).items()} for _ in range(steps)]
+        reference.G.load_state_dict(bare_model(trainer.accelerator, trainer.parts.G).state_dict())
+        reference.D[0].load_state_dict(bare_model(trainer.accelerator, trainer.parts.D).state_dict())
+        reference.noise.set_state(trainer.parts.noise.get_state())
+        first = torch.arange(args.batch, device=trainer.parts.images.index_device)
+        real = to_model_range(trainer.parts.images.batch(first), trainer.cfg.data.pixel_range)
+        framework = [{k: v.item() for k, v in trainer.step(real, None, 0).stats.items()} for _ in range(steps)]
         tutorial = [reference.step(real) for _ in range(steps)]
     return {"framework": framework, "reference": tutorial}
 

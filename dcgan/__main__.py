@@ -1,5 +1,5 @@
 import sys
 
-from dcgan.cli import main
+from dcgan.commands.cli import main
 
 sys.exit(main())

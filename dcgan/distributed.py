@@ -1,165 +1,40 @@
-"""The one distributed seam: the Accelerator, plus small helpers for agreeing across ranks.
+"""The ranks of a multi-process run: agreeing, losing one, and ending.
 
-Everything that touches several processes goes through Accelerate; model code never sees it.
+Agreeing: `on_main` runs work on the main process and hands every rank its result (or its UserError);
+`agree` runs work on every rank and raises any rank's UserError on all of them, naming the rank;
+`gather_per_rank` collects one object per rank. Nothing here builds the Accelerator (dcgan/runtime.py).
+
+Losing one: gloo reports a peer that died as `Connection reset by peer [10.0.0.2]:41898`, and one that hangs
+as a recv timeout: an address, or nothing, never a rank. So each rank writes who it is (its machine, host and
+pid) into the rendezvous store when the group forms, and a rank that fails writes its own one-line reason
+there before it exits. A rank whose collective then fails calls the roll over the store: the ranks that are
+still alive answer within a few seconds, a rank that failed has left its reason, and the rest are named as
+lost. The store is held by machine 0's launcher (or rank 0 without one); when it is the store that is gone,
+the line says so.
+
+Ending: `end_process`, below, says why a rank leaves with os._exit.
 """
 
 from __future__ import annotations
 
 import atexit
+import contextlib
 import os
+import socket
 import sys
-import warnings
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any, NoReturn, TypeVar
 
-import torch
 import torch.distributed as dist
 from accelerate import Accelerator
-from accelerate.utils import (
-    DistributedDataParallelKwargs,
-    DistributedType,
-    InitProcessGroupKwargs,
-    TorchDynamoPlugin,
-    broadcast_object_list,
-    gather_object,
-)
+from accelerate.utils import broadcast_object_list, gather_object
 
-from dcgan import hardware, peers
-from dcgan.config import Config
 from dcgan.errors import EXIT_PEER_LOST, Stopped, UserError
 
 T = TypeVar("T")
-DDP_BUCKET_MB = 32  # every network here fits one bucket (the 64 px paper D at width 64: 11 MB of gradients)
-
-
-def _on_cpu(cfg: Config) -> bool:
-    return cfg.train.cpu or not torch.cuda.is_available()
-
-
-def check_device_settings(cfg: Config) -> None:
-    """Precision and BatchNorm settings this machine cannot run as asked: a UserError saying what to set."""
-    precision = cfg.train.mixed_precision
-    cpu = _on_cpu(cfg)
-    if precision == "fp16" and cpu:
-        # Accelerate would silently train in fp32 here; say so instead.
-        raise UserError("train.mixed_precision=fp16 needs a CUDA GPU; on CPU use bf16 or no")
-    if precision == "bf16" and cpu and hardware.cpu_has_bf16() is False and not cfg.train.allow_emulated_bf16:
-        # Refused, not warned: the run would only be slower and less precise than fp32, and a warning
-        # scrolls away in a batch job's log while the job burns its hours.
-        raise UserError(
-            f"train.mixed_precision=bf16: this CPU ({hardware.cpu_name()}) has no bf16 instructions (AVX512-BF16 "
-            "or AMX), so bf16 is emulated, several times slower than fp32; use train.mixed_precision=no, or set "
-            "train.allow_emulated_bf16=true to run it anyway"
-        )
-    if cfg.train.sync_batchnorm and cpu:
-        raise UserError("train.sync_batchnorm=true needs CUDA GPUs (SyncBatchNorm does not run on CPU)")
-
-
-def make_accelerator(cfg: Config) -> Accelerator:
-    check_device_settings(cfg)
-    cpu = _on_cpu(cfg)
-    # D runs two forwards (real, fake) before one backward. With broadcast_buffers=True, DDP
-    # overwrites BatchNorm buffers in place between them, which raises an autograd error on
-    # torch 2.6 up to the fix in 2.14. Every rank updates its BN buffers from its own batches
-    # instead; buffers are not needed in sync for training, and sampling uses rank 0's.
-    # An explicit bucket size also lifts DDP's 1 MiB cap on the first bucket (applied only when the size is
-    # left at its default): with it, a conditional G's class embedding, whose gradient is ready last, went
-    # into a second bucket, two all-reduces per G step. These networks are latency-bound, one bucket each.
-    ddp = DistributedDataParallelKwargs(broadcast_buffers=False, bucket_cap_mb=DDP_BUCKET_MB)
-    # torch 2.14 deprecates the flag for forward_sync_buffers, which Accelerate cannot pass yet; the
-    # old flag still does exactly what we want on every torch we allow.
-    warnings.filterwarnings("ignore", message="`broadcast_buffers` is deprecated", category=FutureWarning)
-    trackers = None if cfg.log.tracker == "none" else cfg.log.tracker
-    launched = int(os.environ.get("WORLD_SIZE", "1"))
-    try:
-        accelerator = Accelerator(
-            # Without cpu=True a `--multi_gpu` launch on a GPU-less host starts independent rank-0 processes.
-            cpu=cpu,
-            mixed_precision=cfg.train.mixed_precision,
-            kwargs_handlers=[ddp, InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.fault.timeout_s))],
-            dynamo_plugin=_dynamo_plugin(cfg, cpu),
-            log_with=trackers,
-            project_dir=cfg.output_dir,
-        )
-    except dist.DistStoreError as e:  # "Timed out after N seconds waiting for clients. 1/2 clients joined."
-        where = f"{os.environ.get('MASTER_ADDR')}:{os.environ.get('MASTER_PORT')}"
-        raise Stopped(
-            f"not every rank joined the group at {where} within fault.timeout_s={cfg.fault.timeout_s} s ({e}); "
-            "check that every machine's launcher and its ranks started, with the same --main_process_ip and port",
-            EXIT_PEER_LOST,
-        ) from None
-    if accelerator.num_processes != launched:
-        raise UserError(
-            f"the launcher started {launched} processes but they formed a group of {accelerator.num_processes}; "
-            "use a launch/ config (see launch/README.md)"
-        )
-    if accelerator.num_processes > 1:
-        peers.introduce(accelerator.process_index)
-    return accelerator
-
-
-def _dynamo_plugin(cfg: Config, cpu: bool) -> TorchDynamoPlugin:
-    """Compilation settings, stated in full so ACCELERATE_DYNAMO_* variables from a launcher cannot change them.
-
-    `prepare()` then compiles each network after wrapping it in DDP. CUDA graphs (reduce-overhead) are
-    only the automatic choice for a single GPU: under DDP the all-reduce hooks split the graphs anyway.
-    """
-    mode = cfg.train.compile_mode
-    if mode == "auto":
-        single_gpu = not cpu and int(os.environ.get("WORLD_SIZE", "1")) == 1
-        mode = "reduce-overhead" if single_gpu else "default"
-    return TorchDynamoPlugin(
-        backend="inductor" if cfg.train.compile else "no",
-        mode=mode,
-        fullgraph=False,
-        dynamic=False,  # every batch has the same shape (the remainder of an epoch is dropped)
-        use_regional_compilation=False,
-    )
-
-
-def configure_backends(cfg: Config, device: torch.device) -> None:
-    """Process-wide kernel choices for CUDA: autotuned convolutions, and TF32 where the config allows it."""
-    if device.type != "cuda":
-        return
-    torch.backends.cudnn.benchmark = True  # fixed shapes: pick the fastest conv algorithm once
-    torch.backends.cudnn.allow_tf32 = cfg.train.tf32
-    torch.backends.cuda.matmul.allow_tf32 = cfg.train.tf32
-
-
-def memory_format(cfg: Config, device: torch.device) -> str:
-    """The layout `train.memory_format` resolves to on this device."""
-    if cfg.train.memory_format != "auto":
-        return cfg.train.memory_format
-    return "channels_last" if device.type == "cpu" else "contiguous"
-
-
-def bare_model(accelerator: Accelerator, model: torch.nn.Module) -> torch.nn.Module:
-    """The plain module inside the DDP and torch.compile wrappers: its state_dict has the plain key names.
-
-    The compile wrapper is read past before `unwrap_model` sees it: given a compiled DDP model,
-    Accelerate's unwrap_model (keep_torch_compile=True, its default) sets the wrapper's `_orig_mod` to
-    the bare module, silently removing DDP from training (no more gradient all-reduce) from then on.
-    """
-    model = accelerator.unwrap_model(getattr(model, "_orig_mod", model))
-    return getattr(model, "_orig_mod", model)
-
-
-def hot_optimizer(optimizer: torch.optim.Optimizer) -> torch.optim.Optimizer:
-    """What the training step calls `zero_grad()` and `step()` on: the torch optimizer inside Accelerate's wrapper.
-
-    Without a gradient scaler (fp32, bf16) and without gradient accumulation (we have none), Accelerate's
-    wrapper only forwards both calls, but charges for it on each: accelerate 1.x searches sys.path for
-    the optional `lomo_optim` package twice per step() and inspects zero_grad's signature: 1.0-1.3 ms per
-    GAN iteration on the 2-vCPU dev VM (7% of a batch-1 step), more on a slow file system. fp16 keeps
-    the wrapper (its step() drives the shared scaler), XLA too; checkpoints and `unscale_gradients`
-    always take the wrapper.
-    """
-    if getattr(optimizer, "scaler", None) is not None or getattr(optimizer, "optimizer", None) is None:
-        return optimizer
-    if optimizer.accelerator_state.distributed_type == DistributedType.XLA:
-        return optimizer
-    return optimizer.optimizer
 
 
 def on_main(accelerator: Accelerator, fn: Callable[[], T]) -> T:
@@ -192,8 +67,125 @@ def agree(accelerator: Accelerator, fn: Callable[[], T]) -> T:
     failed = [(rank, line) for rank, line in enumerate(gather_per_rank(accelerator, error)) if line is not None]
     if failed:
         rank, line = failed[0]
-        raise UserError(line if accelerator.num_processes == 1 else f"on rank {rank}, {peers.who(rank)}: {line}")
+        raise UserError(line if accelerator.num_processes == 1 else f"on rank {rank}, {who(rank)}: {line}")
     return result
+
+
+def gather_per_rank(accelerator: Accelerator, obj: T) -> list[T]:
+    """`obj` from every rank, in rank order, on every rank."""
+    return list(gather_object([obj])) if accelerator.num_processes > 1 else [obj]
+
+
+# -- losing one --------------------------------------------------------------------------------------------------------
+
+ROLL_CALL_S = 5.0  # how long a rank that lost a peer waits for the others to answer
+_WHO, _FAILED, _PRESENT = "dcgan/who/", "dcgan/failed/", "dcgan/present/"
+# What gloo, NCCL and the store say when a peer is gone or silent (the errors are plain RuntimeErrors).
+_LOST_PEER_TEXT = (
+    "Connection reset by peer",
+    "Connection closed by peer",
+    "Broken pipe",
+    "Timed out waiting",
+    "NCCL communicator was aborted",
+    "remote process exited",
+)
+
+
+def _store() -> dist.Store | None:
+    if not (dist.is_available() and dist.is_initialized()):
+        return None
+    return dist.distributed_c10d._get_default_store()
+
+
+def identity() -> str:
+    """This process as the other ranks should name it: its machine (the launcher's node rank), host and pid."""
+    return f"machine {os.environ.get('GROUP_RANK', '0')} (host {socket.gethostname()}, pid {os.getpid()})"
+
+
+def introduce(rank: int) -> None:
+    """Write who this rank is into the store, for the lines that may have to name it later."""
+    store = _store()
+    if store is not None:
+        store.set(f"{_WHO}{rank}", identity())
+
+
+def report(line: str) -> None:
+    """Leave this rank's reason for failing in the store, where the ranks it leaves behind look (best effort:
+    the store may be what failed)."""
+    store = _store()
+    if store is None:
+        return
+    with contextlib.suppress(Exception):
+        store.set_timeout(timedelta(seconds=ROLL_CALL_S))
+        store.set(f"{_FAILED}{dist.get_rank()}", line)
+
+
+def is_lost_peer(error: BaseException) -> bool:
+    """Whether `error` is a collective or store operation that failed because another process is gone or silent."""
+    if isinstance(error, dist.DistError):  # DistBackendError, DistNetworkError, DistStoreError
+        return True
+    return isinstance(error, RuntimeError) and any(text in str(error) for text in _LOST_PEER_TEXT)
+
+
+def roll_call(window_s: float = ROLL_CALL_S) -> str:
+    """After a collective failed: who is gone, as a phrase ("rank 1, machine 1 (host h, pid p), which ...").
+
+    This rank answers the roll, then waits up to `window_s` for every other rank to answer or to have
+    left its reason for failing."""
+    store, rank, world = _store(), dist.get_rank(), dist.get_world_size()
+    try:
+        store.set_timeout(timedelta(seconds=window_s))
+        store.set(f"{_PRESENT}{rank}", "1")
+        silent, failed = set(range(world)) - {rank}, {}
+        deadline = time.monotonic() + window_s
+        while silent and time.monotonic() < deadline:
+            for other in sorted(silent):
+                if store.check([f"{_FAILED}{other}"]):
+                    failed[other] = store.get(f"{_FAILED}{other}").decode()
+                if other in failed or store.check([f"{_PRESENT}{other}"]):
+                    silent.discard(other)
+            time.sleep(0.1)
+        names = {r: who(r, store) for r in sorted(failed.keys() | silent)}
+    except Exception:  # noqa: BLE001 - the store itself is unreachable
+        where = f"{os.environ.get('MASTER_ADDR', '?')}:{os.environ.get('MASTER_PORT', '?')}"
+        return f"the rendezvous store at {where} (held by machine 0's launcher, or rank 0) is gone"
+    phrases = [f"rank {r}, {names[r]}, failed: {failed[r]}" for r in sorted(failed)]
+    silently = "ended without a word (killed, crashed, or its machine is down)"
+    phrases += [f"rank {r}, {names[r]}, {silently}" for r in sorted(silent)]
+    return "; ".join(phrases) or "a peer closed its connection, but every rank answered the roll call"
+
+
+def who(rank: int, store: dist.Store | None = None) -> str:
+    """How `rank` introduced itself ("machine 1 (host h, pid p)")."""
+    store = store or _store()
+    key = f"{_WHO}{rank}"
+    return store.get(key).decode() if store is not None and store.check([key]) else "machine ?"
+
+
+@contextlib.contextmanager
+def watch(newest_checkpoint: Callable[[], Path | None]) -> Iterator[None]:
+    """Turn a collective that failed on a lost peer into `Stopped` with one line naming the peer and the newest
+    checkpoint (exit 5); any other failure of this rank is left in the store for the others, and raised as it is."""
+    try:
+        yield
+    except (Stopped, UserError) as e:
+        if getattr(e, "exit_code", None) != EXIT_PEER_LOST:
+            report(str(e))
+        raise
+    except Exception as e:
+        if _store() is None or not is_lost_peer(e):
+            report(f"{type(e).__name__}: {(str(e).splitlines() or [''])[0]}")
+            raise
+        newest = newest_checkpoint()
+        kept = f"the newest checkpoint is {newest}" if newest else "no checkpoint had been saved yet"
+        first = str(e).splitlines()[0][:200]
+        raise Stopped(
+            f"lost {roll_call()} ({first}); {kept}: once every machine is up, run again with resume=auto",
+            EXIT_PEER_LOST,
+        ) from None
+
+
+# -- ending ------------------------------------------------------------------------------------------------------------
 
 
 def end_process(code: int) -> NoReturn:
@@ -201,20 +193,15 @@ def end_process(code: int) -> NoReturn:
 
     Nothing joins gloo's worker threads before the process ends: a process group that a DDP module was
     built on stays alive, threads and all, after `destroy_process_group()` (and `abort()`, `shutdown()`;
-    torch 2.14). A worker can still be dropping the tensors of the last collective when the main thread
-    reaches interpreter shutdown; it then needs the GIL of an interpreter that is going away, CPython ends
-    the thread from inside a C++ destructor, and the rank aborts after its work is done ("terminate called
-    without an active exception", SIGABRT), which leaves the other machines' launchers waiting for this
-    one's. So the rank does what shutdown would have done for it, atexit handlers and flushed output, and
-    leaves with os._exit: the threads end with the process."""
-    if code == 0 and dist.is_initialized():
-        dist.destroy_process_group()  # pending work is flushed (NCCL); on a failure it may be what hangs
+    torch 2.14). A worker frees each finished collective a moment after the main thread was told it finished,
+    and the work holds Python objects (the thread-local state it captured): when the main thread has reached
+    interpreter shutdown by then, the worker needs the GIL of an interpreter that is going away, CPython ends
+    the thread from inside that C++ destructor, and the rank aborts after its work is done ("terminate called
+    without an active exception", SIGABRT), which leaves the other machines' launchers waiting for this one's.
+    So the rank does what shutdown would have done for it, atexit handlers and flushed output, and leaves
+    with os._exit: the threads end with the process. The group is not destroyed first: after the run's last
+    barrier nothing is pending, and a collective that somehow still were would make the destroy wait for it."""
     atexit._run_exitfuncs()
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)
-
-
-def gather_per_rank(accelerator: Accelerator, obj: T) -> list[T]:
-    """`obj` from every rank, in rank order, on every rank."""
-    return list(gather_object([obj])) if accelerator.num_processes > 1 else [obj]

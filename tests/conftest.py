@@ -26,10 +26,10 @@ import torch
 from PIL import Image
 from safetensors.torch import load_file
 
-import forked
 from dcgan.config import DataConfig
 from dcgan.data import Dataset, ensure_dataset, load_dataset
 from dcgan.errors import UserError
+from helpers import forked
 
 
 def _find_data_root() -> Path:
@@ -44,6 +44,7 @@ def _find_data_root() -> Path:
 
 DATA_ROOT = _find_data_root()
 SMOKE = REPO / "configs" / "smoke.yaml"
+PROBE = REPO / "tests" / "helpers" / "dist_probe.py"  # a rank that reports on its training (see the file)
 # W&B is the default tracker; tests that do not test tracking turn it off (theirs may turn it on again).
 NO_TRACKER = "log.tracker=none"
 
@@ -78,7 +79,7 @@ def train_command(run_dir: Path, *overrides: str, nproc: int = 1) -> list[str]:
 
 def run_python(command: list[str], env: dict | None = None, timeout: float = 600) -> subprocess.CompletedProcess:
     """`subprocess.run(command, cwd=REPO, capture_output=True, text=True)` for `python SCRIPT ...` and
-    `python -m MODULE ...`, run as a process forked from this worker's pre-imported server (tests/forked.py);
+    `python -m MODULE ...`, run as a process forked from this worker's pre-imported server (tests/helpers/forked.py);
     for `python -m accelerate.commands.launch` that is the launcher only: the ranks it starts, `python -c`
     and other programs are started for real."""
     if command[0] != sys.executable or command[1:2] == ["-c"]:
@@ -96,7 +97,7 @@ def run_ranks(
     argv: list[str], nproc: int, env: dict | None = None, timeout: float = 600
 ) -> subprocess.CompletedProcess:
     """`nproc` real ranks of `python SCRIPT ARGS...` (or `-m MODULE`) in torchrun's environment, forked from
-    this worker's server instead of started by `accelerate launch` (tests/forked.py): they still rendezvous
+    this worker's server instead of started by `accelerate launch` (tests/helpers/forked.py): they still rendezvous
     and all-reduce over gloo. Tests of the launchers themselves use `train_command(nproc=N)`."""
     with tempfile.TemporaryDirectory() as tmp:
         out, err = os.path.join(tmp, "out"), os.path.join(tmp, "err")
@@ -108,11 +109,9 @@ def run_ranks(
 
 
 def run_probe(out: Path, *overrides: str, nproc: int = 2) -> tuple[subprocess.CompletedProcess, list[dict]]:
-    """`nproc` ranks of tests/dist_probe.py training the smoke config into `out` with `overrides` (each rank counts
-    its all-reduces per phase and compares its weights with rank 0's); (the run, each rank's report)."""
-    proc = run_ranks(
-        [str(REPO / "tests" / "dist_probe.py"), str(out), str(SMOKE), f"output_dir={out}", *overrides], nproc
-    )
+    """`nproc` ranks of PROBE training the smoke config into `out` with `overrides` (each rank counts its
+    all-reduces per phase and compares its weights with rank 0's); (the run, each rank's report)."""
+    proc = run_ranks([str(PROBE), str(out), str(SMOKE), f"output_dir={out}", *overrides], nproc)
     assert proc.returncode == 0, proc.stderr[-5000:]
     return proc, [json.loads((out / f"rank{r}.json").read_text()) for r in range(nproc)]
 

@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from dcgan.checkpoint import file_sha256
 from dcgan.config import DataConfig
 from dcgan.errors import UserError
+from dcgan.io.files import file_sha256
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,54 @@
+"""`dcgan eval`: the sample-quality metrics of a generator, or of real training images, as JSON."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from dcgan.errors import UserError
+
+DATASETS = ("mnist", "fashion_mnist", "folder")  # data.name's choices (dcgan.config imports yaml: not here)
+
+
+def add_parsers(sub: argparse._SubParsersAction, with_reference: bool) -> None:
+    evaluate = sub.add_parser("eval", help="sample-quality metrics (fid_<network>, KID, IS, coverage, P/R) as JSON")
+    evaluate.add_argument(
+        "source", type=Path, nargs="?", help="run, checkpoint or exported folder, generator file, or USER/NAME"
+    )
+    evaluate.add_argument("--real", action="store_true", help="score real training images instead (the floor)")
+    evaluate.add_argument("--num-samples", type=int, default=10_000, help="images to score (default 10000)")
+    evaluate.add_argument("--seed", type=int, default=0, help="noise seed (default 0)")
+    evaluate.add_argument("--truncation", type=float, help="as for sample")
+    evaluate.add_argument("--data-root", help="the data's root (default: the run's data.root, else data)")
+    evaluate.add_argument("--classifier", default="", help="feature network file (default: the run's, else shipped)")
+    evaluate.add_argument("--dataset", choices=DATASETS, help="with --real: which data (default: mnist)")
+    evaluate.add_argument("--out", type=Path, help="JSON file to write (default: eval.json beside the generator)")
+
+
+def run(args: argparse.Namespace) -> None:
+    import json
+
+    from dcgan.eval.offline import eval_output, evaluate, evaluate_real
+    from dcgan.run.export import local_source
+
+    if (args.source is None) == (not args.real):
+        raise UserError("pass a run folder or generator file, or --real (not both)")
+    args.source = local_source(args.source)
+    if args.num_samples < 100 or (args.truncation is not None and args.truncation <= 0):
+        raise UserError("--num-samples must be >= 100 and --truncation > 0")
+    if args.dataset and not args.real:
+        raise UserError("--dataset goes with --real; a generator is scored against the data it was trained on")
+    out = eval_output(args.source, args.out)
+    if args.real:
+        result = evaluate_real(args.num_samples, args.seed, args.dataset, args.data_root or "data", args.classifier)
+    else:
+        result = evaluate(args.source, args.num_samples, args.seed, args.data_root, args.classifier, args.truncation)
+    if result is not None:  # the main process
+        text = json.dumps(result, indent=1)
+        out.write_text(text + "\n")
+        print(text)
+        print(f"wrote {out}", file=sys.stderr)
+
+
+COMMANDS = {"eval": run}

@@ -1,0 +1,214 @@
+"""`data.name=folder`: a folder of images read like the IDX files, cached, refused in one line when unfit,
+and trained grey or RGB at 28, 32 and 64 px on 2 processes with exact resume."""
+
+import subprocess
+
+import numpy as np
+import pytest
+import torch
+
+from conftest import assert_same_tensors, load_weights, run_probe, run_train, write_png
+from dcgan.commands import cli
+from dcgan.config import DataConfig
+from dcgan.data import ImageStore, ensure_dataset, load_dataset, placement
+from dcgan.data import folder as folder_data
+from dcgan.errors import UserError
+
+FOLDER = ("data.name=folder", "data.download=false")
+
+
+@pytest.fixture
+def cache(tmp_path, monkeypatch):
+    """A fresh decoded-image cache for this test (subprocesses inherit it)."""
+    monkeypatch.setenv("DCGAN_CACHE", str(tmp_path / "cache"))
+    return tmp_path / "cache" / "folders"
+
+
+def test_png_folder_loads_pixel_for_pixel_equal_to_the_idx_files(fashion_pngs, cache):
+    root, idx = fashion_pngs
+    cfg = DataConfig(name="folder", root=str(root))  # 28 px, 1 channel: the defaults
+    ensure_dataset(cfg)
+    loaded = load_dataset(cfg)
+    order = torch.sort(idx.labels, stable=True).indices  # files sort by class folder, then index
+    assert loaded.images.shape == (2000, 1, 28, 28) and loaded.images.dtype == torch.uint8
+    assert torch.equal(loaded.images, idx.images[order])
+    assert torch.equal(loaded.labels, idx.labels[order]) and loaded.classes == tuple("0123456789")
+
+
+def test_images_are_converted_resized_on_the_short_side_and_centre_cropped(tmp_path, cache):
+    wide = np.zeros((32, 64, 3))
+    wide[:, :16], wide[:, 16:48], wide[:, 48:] = (255, 0, 0), (0, 255, 0), (0, 0, 255)  # red | green | blue
+    write_png(tmp_path / "images" / "wide.png", wide)
+    write_png(tmp_path / "images" / "deep" / "tall.png", np.full((90, 45), 200))  # grey, found recursively
+    cfg = DataConfig(name="folder", root=str(tmp_path / "images"), image_size=32, channels=3)
+    ensure_dataset(cfg)
+    data = load_dataset(cfg)
+    assert data.images.shape == (2, 3, 32, 32) and data.labels is None and data.classes == ()
+    tall, wide_crop = data.images  # sorted: deep/tall.png before wide.png
+    assert torch.equal(wide_crop, torch.tensor([0, 255, 0], dtype=torch.uint8)[:, None, None].expand(3, 32, 32))
+    assert torch.equal(tall, torch.full((3, 32, 32), 200, dtype=torch.uint8))  # grey becomes RGB
+
+
+def test_the_cache_is_reused_until_a_file_or_a_setting_changes(tmp_path, cache, monkeypatch, capsys):
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        write_png(tmp_path / "images" / f"{i}.png", rng.integers(0, 256, (40, 50, 3)))
+    cfg = DataConfig(name="folder", root=str(tmp_path / "images"), image_size=32, channels=3)
+    ensure_dataset(cfg)
+    assert "decoded in" in capsys.readouterr().out
+    first = load_dataset(cfg).images
+
+    def must_not_decode(*args):
+        raise AssertionError("decoded again despite the cache")
+
+    with monkeypatch.context() as patch:
+        patch.setattr(folder_data, "decode", must_not_decode)
+        ensure_dataset(cfg)
+        line = capsys.readouterr().out
+        assert "6 images, 0 classes, 3x32x32 uint8, 18.0 kB (from the cache" in line
+        assert torch.equal(load_dataset(cfg).images, first)  # every rank reads this array
+    write_png(tmp_path / "images" / "3.png", rng.integers(0, 256, (40, 50, 3)))  # a file changes
+    ensure_dataset(cfg)
+    assert "decoded in" in capsys.readouterr().out
+    again = load_dataset(cfg).images
+    assert torch.equal(again[[0, 1, 2, 4, 5]], first[[0, 1, 2, 4, 5]]) and not torch.equal(again[3], first[3])
+    for setting in ({"image_size": 64}, {"channels": 1}, {"skip_bad_images": True}):
+        ensure_dataset(DataConfig(**{**vars(cfg), **setting}))
+        assert "decoded in" in capsys.readouterr().out, setting
+    assert len(list(cache.iterdir())) == 5  # one entry per (files, settings), none left half-written
+
+
+def test_skip_bad_images_counts_and_names_them(tmp_path, cache, capsys):
+    for i in range(4):
+        write_png(tmp_path / "images" / f"good{i}.png", np.random.default_rng(i).integers(0, 256, (28, 28)))
+    png = (tmp_path / "images" / "good0.png").read_bytes()
+    for i in range(5):
+        (tmp_path / "images" / f"junk{i}.png").write_bytes(b"not an image" if i else png[: len(png) // 2])
+    cfg = DataConfig(name="folder", root=str(tmp_path / "images"), skip_bad_images=True)
+    ensure_dataset(cfg)
+    line = capsys.readouterr().out.strip().splitlines()[-1]
+    assert "4 images" in line and "skipped 5 unreadable: junk0.png (image file is truncated)" in line
+    assert "junk1.png (not an image Pillow can read)" in line and line.endswith("and 2 more")
+    assert load_dataset(cfg).images.shape == (4, 1, 28, 28)
+
+
+def test_a_folder_too_large_for_host_memory_says_what_to_do(tmp_path, cache, monkeypatch):
+    write_png(tmp_path / "images" / "a.png", np.zeros((64, 64, 3)))
+    monkeypatch.setattr(placement, "available_host_bytes", lambda: 10_000)
+    with pytest.raises(UserError) as err:
+        ensure_dataset(DataConfig(name="folder", root=str(tmp_path / "images"), image_size=64, channels=3))
+    assert str(err.value) == (
+        "the 1 images need 12.0 kB as uint8, more than the 9.8 kB of free host memory; "
+        "lower data.image_size (or data.channels), or use part of them with data.limit"
+    )
+
+
+def test_an_unwritable_cache_says_where_to_put_it(tmp_path, monkeypatch):
+    write_png(tmp_path / "images" / "a.png", np.zeros((28, 28)))
+    (tmp_path / "file").write_text("")
+    monkeypatch.setenv("DCGAN_CACHE", str(tmp_path / "file"))
+    with pytest.raises(UserError) as err:
+        ensure_dataset(DataConfig(name="folder", root=str(tmp_path / "images")))
+    assert str(err.value).startswith(f"cannot write the decoded-image cache in {tmp_path / 'file' / 'folders'} (")
+    assert str(err.value).endswith("); set DCGAN_CACHE to a writable folder")
+
+
+def test_images_over_the_device_budget_stay_in_host_memory(capsys):
+    """The meta device stands in for a GPU: only where the images live and where batches go is checked."""
+    images = torch.arange(4 * 3 * 2 * 2, dtype=torch.uint8).view(4, 3, 2, 2)
+    kept = ImageStore(images, torch.device("meta"), budget_gb=0, main=True)
+    assert kept.index_device.type == "cpu" and "kept in host memory" in capsys.readouterr().out
+    batch = kept.batch(torch.tensor([2, 0]))
+    assert batch.device.type == "meta" and batch.shape == (2, 3, 2, 2)
+    moved = ImageStore(images, torch.device("meta"), budget_gb=1, main=True)
+    assert moved.index_device.type == "meta" and capsys.readouterr().out == ""
+
+
+def _bad_folder(tmp_path, case: str):
+    root = tmp_path / "images"
+    if case == "missing":
+        return root, f"data.root {root} does not exist"
+    root.mkdir()
+    if case == "empty":
+        return root, f"data.root {root} is empty"
+    if case == "no images":
+        (root / "notes.txt").write_text("no pictures here")
+        return root, f"no images (.png, .jpg, .jpeg, .webp, .bmp) found in {root} or its subfolders"
+    if case == "empty class":
+        write_png(root / "cats" / "a.png", np.zeros((28, 28)))
+        (root / "dogs").mkdir()
+        return root, f"class folder {root / 'dogs'} holds no images"
+    write_png(root / "a.png", np.random.default_rng(0).integers(0, 256, (28, 28)))
+    bad, png = root / "b.png", (root / "a.png").read_bytes()
+    bad.write_bytes(b"junk" if case == "unreadable" else png[: len(png) // 2])
+    reason = "not an image Pillow can read" if case == "unreadable" else "image file is truncated"
+    return root, f"cannot read image {bad} ({reason}); remove or replace it, or set data.skip_bad_images=true"
+
+
+@pytest.mark.parametrize("case", ["missing", "empty", "no images", "empty class", "unreadable", "truncated"])
+def test_every_bad_folder_is_one_line_naming_it(tmp_path, cache, case):
+    root, message = _bad_folder(tmp_path, case)
+    with pytest.raises(UserError) as err:
+        ensure_dataset(DataConfig(name="folder", root=str(root)))
+    assert message in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_bad_folder_stops_training_in_one_line_with_exit_code_2(tmp_path, cache):
+    """Through the real entry point: the UserErrors above end as one line on stderr, exit 2."""
+    root, message = _bad_folder(tmp_path, "truncated")
+    proc = run_train(tmp_path / "run", *FOLDER, f"data.root={root}", check=False)
+    assert proc.returncode == 2 and proc.stderr.strip().splitlines() == [
+        f"dcgan: error: {message} to skip unreadable files"
+    ]
+
+
+def _probe(out, *overrides: str) -> tuple[subprocess.CompletedProcess, list[dict]]:
+    """2 real ranks of tests/helpers/dist_probe.py: each rank reports its weights' distance to rank 0's."""
+    proc, reports = run_probe(out, *overrides)
+    for rank, report in enumerate(reports):
+        assert report["rank"] == rank and report["world_size"] == report["dist_world_size"] == 2
+        assert report["G_max_diff"] == 0.0 and report["D_max_diff"] == 0.0  # bitwise equal to rank 0
+    assert reports[0]["first_real_index"] != reports[1]["first_real_index"]  # each rank its own shard
+    return proc, reports
+
+
+def _rgb(root, size: int) -> tuple[str, ...]:
+    return (*FOLDER, f"data.root={root}", f"data.image_size={size}", "data.channels=3", "model.width=8")
+
+
+@pytest.mark.slow
+def test_rgb_folder_at_32_px_trains_on_two_processes_with_equal_weights(tmp_path, cache, fashion_pngs):
+    _, reports = _probe(tmp_path, *_rgb(fashion_pngs[0], 32), "train.max_steps=4")
+    assert reports[0]["steps"] == 4
+
+
+@pytest.mark.slow
+def test_rgb_folder_at_64_px_on_two_processes_has_equal_weights_and_resumes_bit_identically(
+    tmp_path, cache, fashion_pngs
+):
+    """Stopped mid-epoch and resumed, 2 ranks; evaluation is on but has no network: one line says so."""
+    rgb = (*_rgb(fashion_pngs[0], 64), "data.limit=320", "eval.every_epochs=1")  # 10 steps per epoch
+    full, split = tmp_path / "full", tmp_path / "split"
+    proc, reports = _probe(full, *rgb, "train.max_steps=14")
+    assert reports[0]["steps"] == 14
+    assert proc.stdout.count("eval: off, no feature network ships for data.name=folder") == 1
+    assert "320 images, 10 classes, 3x64x64 uint8" in proc.stdout
+    _probe(split, *rgb, "train.max_steps=6")
+    proc, reports = _probe(split, *rgb, "train.max_steps=14")
+    assert "at step 6" in proc.stdout and reports[0]["steps"] == 14
+    last = "checkpoints/step_0000014"
+    for name in ("generator.safetensors", "discriminator.safetensors", "generator_ema.safetensors"):
+        assert_same_tensors(load_weights(full / last / name), load_weights(split / last / name))
+    assert not (full / "checkpoints" / "best").exists()  # nothing was scored
+
+
+def test_train_classifier_needs_labels(tmp_path, cache, capsys):
+    for i in range(30):
+        write_png(tmp_path / "flat" / f"{i}.png", np.full((28, 28), i))
+    argv = ["train-classifier", "--dataset", "folder", "--data-root", str(tmp_path / "flat"), "--out", "x.safetensors"]
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == [
+        f"dcgan: error: dcgan train-classifier needs labelled images: put each class in its own subfolder of "
+        f"{tmp_path / 'flat'} (found 0 classes)"
+    ]
