@@ -6,12 +6,9 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dcgan.errors import UserError
-
-if TYPE_CHECKING:
-    from dcgan.config.schema import DataConfig, ModelConfig
 
 ON_RESUME = "on_resume"
 
@@ -28,15 +25,15 @@ def check(ok: bool, key: str, message: str) -> None:
         raise UserError(f"config key {key}: {message}")
 
 
-def check_architecture(model: ModelConfig, data: DataConfig) -> None:
-    """An explicitly named model must be able to make the data's images."""
-    shape = f"data.image_size={data.image_size}, data.channels={data.channels}"
+def check_architecture(model_name: str, image_size: int, channels: int) -> None:
+    """An explicitly named model (`model.name`) must be able to make the data's images."""
+    shape = f"data.image_size={image_size}, data.channels={channels}"
     fits = {
-        "dcgan": (data.image_size == 28, f"the tutorial's dcgan makes 28x28 images ({shape})"),
-        "dcgan_paper": (data.image_size != 28, f"dcgan_paper makes 32x32 or 64x64 images ({shape})"),
-        "mlp": ((data.image_size, data.channels) == (28, 1), f"the mlp makes 28x28 grey images ({shape})"),
+        "dcgan": (image_size == 28, f"the tutorial's dcgan makes 28x28 images ({shape})"),
+        "dcgan_paper": (image_size != 28, f"dcgan_paper makes 32x32 or 64x64 images ({shape})"),
+        "mlp": ((image_size, channels) == (28, 1), f"the mlp makes 28x28 grey images ({shape})"),
     }
-    ok, why = fits.get(model.name, (True, ""))
+    ok, why = fits.get(model_name, (True, ""))
     check(ok, "model.name", f"{why}; use model.name=auto to follow the data")
 
 

@@ -343,4 +343,4 @@ class Config:
             section = getattr(self, f.name)
             if dataclasses.is_dataclass(section):
                 section.validate()
-        check_architecture(self.model, self.data)
+        check_architecture(self.model.name, self.data.image_size, self.data.channels)

@@ -20,7 +20,7 @@ from accelerate import Accelerator
 from accelerate.utils import broadcast
 from torch import nn
 
-from dcgan.config import Config
+from dcgan.config import DataConfig, EvalConfig
 from dcgan.data import from_model_range
 from dcgan.eval.metrics import (
     class_coverage,
@@ -151,20 +151,21 @@ class Evaluator:
     main process says so once.
     """
 
-    def __init__(self, cfg: Config, accelerator: Accelerator, run: RunDir):
-        self.cfg, self.accelerator, self.run = cfg, accelerator, run
+    def __init__(self, data: DataConfig, settings: EvalConfig, seed: int, accelerator: Accelerator, run: RunDir):
+        self.data, self.settings, self.seed = data, settings, seed
+        self.accelerator, self.run = accelerator, run
         self.classifier: FeatureNetwork | None = None
         self.reference: Reference | None = None
-        if not (cfg.eval.every_epochs or cfg.eval.every_steps):
+        if not (settings.every_epochs or settings.every_steps):
             return
         # A missing, damaged or mismatched network stops the run now, not after an epoch.
-        chosen = network_for(cfg.data, cfg.eval.classifier, required=False)
+        chosen = network_for(data, settings.classifier, required=False)
         if chosen is not None:
             self.classifier, self.classifier_sha256 = chosen[0].to(accelerator.device), chosen[1]["sha256"]
         elif accelerator.is_main_process:
             print(
-                f"eval: off, no feature network ships for data.name={cfg.data.name}: make one from labelled "
-                f"subfolders with dcgan train-classifier --dataset {cfg.data.name} and set eval.classifier=FILE "
+                f"eval: off, no feature network ships for data.name={data.name}: make one from labelled "
+                f"subfolders with dcgan train-classifier --dataset {data.name} and set eval.classifier=FILE "
                 "(eval.every_epochs=0 eval.every_steps=0 silences this)",
                 flush=True,
             )
@@ -178,18 +179,23 @@ class Evaluator:
         """A collective (every rank calls it); on the main process, which also keeps the best checkpoint, the row
         to log and its line. `train_s`: the run's training seconds so far (dcgan/train/state.py's TrainClock),
         logged as eval/train_s."""
-        acc, cfg = self.accelerator, self.cfg
+        acc = self.accelerator
         started = time.perf_counter()
         # The same noise every epoch (epochs differ by G alone), and the numbers `dcgan eval --seed SEED`
         # prints for the checkpoint of this step.
-        seed = cfg.seed
+        seed = self.seed
         features, probs, requested = embed_generated(
-            _rank0_generator(generator, acc), cfg.data.pixel_range, self.classifier, cfg.eval.num_samples, seed, acc
+            _rank0_generator(generator, acc),
+            self.data.pixel_range,
+            self.classifier,
+            self.settings.num_samples,
+            seed,
+            acc,
         )
         if not acc.is_main_process:
             return None
         if self.reference is None:
-            self.reference = reference_for(cfg.data, self.classifier, self.classifier_sha256)
+            self.reference = reference_for(self.data, self.classifier, self.classifier_sha256)
         network = self.classifier.spec.name
         values = score(features, probs, self.reference, seed, network, requested)
         seconds = time.perf_counter() - started

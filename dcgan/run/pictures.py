@@ -8,7 +8,6 @@ from pathlib import Path
 import torch
 from PIL import Image
 
-from dcgan.config import Config
 from dcgan.errors import UserError
 from dcgan.models.sampling import per_class_labels
 from dcgan.rng import derive_seed
@@ -123,14 +122,14 @@ FIXED_COLUMNS = 8  # a conditional run's: one row per class, the same noise down
 
 
 def fixed_inputs(
-    cfg: Config, num_classes: int, device: torch.device
+    seed: int, z_dim: int, num_classes: int, device: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor | None, int | None]:
     """(noise, class indices or None, grid columns or None) of a run's fixed-noise grids, the same at every
     step so that the progress GIF shows G alone changing; a conditional run's has one row per class."""
-    stream = torch.Generator().manual_seed(derive_seed(cfg.seed, "fixed"))
+    stream = torch.Generator().manual_seed(derive_seed(seed, "fixed"))
     if not num_classes:
-        return torch.randn(FIXED_SAMPLES, cfg.model.z_dim, generator=stream).to(device), None, None
-    columns = torch.randn(FIXED_COLUMNS, cfg.model.z_dim, generator=stream)
+        return torch.randn(FIXED_SAMPLES, z_dim, generator=stream).to(device), None, None
+    columns = torch.randn(FIXED_COLUMNS, z_dim, generator=stream)
     labels = per_class_labels(num_classes, FIXED_COLUMNS)
     return columns.repeat(num_classes, 1).to(device), labels.to(device), FIXED_COLUMNS
 

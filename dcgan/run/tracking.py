@@ -23,7 +23,7 @@ from accelerate import Accelerator
 from tqdm import tqdm
 
 from dcgan import __version__, hardware
-from dcgan.config import Config, change_lines, to_dict, to_flat_dict
+from dcgan.config import Config, LogConfig, change_lines, to_dict, to_flat_dict
 from dcgan.io.images import to_pixels, to_uint8
 from dcgan.run.layout import RunDir
 
@@ -104,20 +104,7 @@ class RunLog:
         }
         if changes:  # kept beside those of earlier resumes: W&B merges a resumed run's config
             config[f"changed_at_step_{self.start_step}"] = "; ".join(change_lines(changes))
-        init_kwargs: dict[str, Any] = {}
-        if log.tracker == "wandb":
-            if "WANDB_MODE" not in os.environ and not _has_wandb_credentials():
-                os.environ["WANDB_MODE"] = "offline"  # the usual case on cluster nodes without internet
-            array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
-            init_kwargs["wandb"] = {
-                "dir": str(self.run),
-                "id": self._wandb_run_id(),
-                "resume": "allow",
-                "name": log.run_name or self.run.root.resolve().name,
-                "group": log.group or (f"array-{array_job}" if array_job else None),
-                "entity": log.entity or None,
-                "tags": list(log.tags) or None,
-            }
+        init_kwargs = {"wandb": _wandb_settings(log, self.run, self._wandb_run_id())} if log.tracker == "wandb" else {}
         try:
             acc.init_trackers(log.project, config, init_kwargs=init_kwargs)
             if log.tracker == "wandb" and self.main:
@@ -242,6 +229,23 @@ class RunLog:
             import wandb
 
             wandb.teardown()  # finish() leaves W&B's background service running
+
+
+def _wandb_settings(log: LogConfig, run: RunDir, run_id: str | None) -> dict[str, Any]:
+    """`wandb.init`'s arguments for this run (offline where no credentials are found, the usual case on cluster
+    nodes without internet); a SLURM array's tasks share a group."""
+    if "WANDB_MODE" not in os.environ and not _has_wandb_credentials():
+        os.environ["WANDB_MODE"] = "offline"
+    array_job = os.environ.get("SLURM_ARRAY_JOB_ID")
+    return {
+        "dir": str(run),
+        "id": run_id,
+        "resume": "allow",
+        "name": log.run_name or run.root.resolve().name,
+        "group": log.group or (f"array-{array_job}" if array_job else None),
+        "entity": log.entity or None,
+        "tags": list(log.tags) or None,
+    }
 
 
 def _versions() -> str:

@@ -67,7 +67,7 @@ class Trainer:
             self.state = TrainState(cfg, acc, (parts.G, parts.D), (parts.opt_g, parts.opt_d), parts.noise,
                                     self._layout(), parts.average, parts.classes)  # fmt: skip
             self.progress = self.state.progress  # the same object: the loop advances what checkpoints save
-            self.evaluator = Evaluator(cfg, acc, self.session.run)
+            self.evaluator = Evaluator(cfg.data, cfg.eval, cfg.seed, acc, self.session.run)
             if self.session.resumed_from is not None:
                 self.state.load(self.session.resumed_from, parts.batches.steps_per_epoch)
         except BaseException:
@@ -75,7 +75,9 @@ class Trainer:
             raise
         self.global_batch = cfg.train.batch_size * acc.num_processes
         set_learning_rates(parts.opt_g, parts.opt_d, cfg.optim, self.global_batch, self.progress.step)
-        self.fixed_noise, self.fixed_labels, self.grid_columns = fixed_inputs(cfg, parts.num_classes, acc.device)
+        self.fixed_noise, self.fixed_labels, self.grid_columns = fixed_inputs(
+            cfg.seed, cfg.model.z_dim, parts.num_classes, acc.device
+        )
         self.stop = StopCheck(acc, cfg.fault, self.session.run)
         self.meter = Meter(acc.device)
         self.last_eval: dict[str, float] = {}  # the newest evaluation's logged values (main process)

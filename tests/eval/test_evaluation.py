@@ -128,7 +128,7 @@ def test_best_checkpoint_survives_rotation_and_only_improves(tmp_path):
 
     cfg = Config(output_dir=str(tmp_path))
     cfg.eval.every_epochs = 0  # no network needed to keep checkpoints
-    evaluator = Evaluator(cfg, accelerator=None, run=RunDir(tmp_path))
+    evaluator = Evaluator(cfg.data, cfg.eval, cfg.seed, accelerator=None, run=RunDir(tmp_path))
     save(10)
     assert evaluator._keep_best(_fid(5.0), step=10, epoch=1)
     save(20)
