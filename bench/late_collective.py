@@ -2,12 +2,13 @@
 WORLD_SIZE, MASTER_ADDR, MASTER_PORT set, as torchrun sets them).
 
 Rank 1 starts an all-reduce and ends before it completes (`exit`: plain interpreter exit; `end`: the way a dcgan
-rank ends, dcgan.distributed.end_process); its atexit handler touches FLAG. Rank 0 waits for FLAG, then joins the
-all-reduce, so rank 1's gloo worker finishes and frees that work while rank 1's interpreter is shutting down.
-The work holds Python objects (the thread-local state it captured, here saved-tensor hooks; DDP's all-reduces
-capture their own), so freeing it needs the GIL of a finalizing interpreter: with `exit` rank 1 often aborts
-(SIGABRT, exit 134 or -6); with `end` it never enters interpreter shutdown. bench/stress_exit.py --case
-late-collective counts both.
+rank ends, dcgan.distributed.end_process; rank 0 ends the same way); its atexit handler touches FLAG. Rank 0
+waits for FLAG, then joins the all-reduce, so rank 1's gloo worker finishes and frees that work while rank 1's
+interpreter is shutting down. The work holds Python objects (the thread-local state it captured, here
+saved-tensor hooks; DDP's all-reduces capture their own), so freeing it needs the GIL of a finalizing
+interpreter: with `exit` rank 1 often aborts (SIGABRT, exit 134 or -6), and rank 0 sometimes, over its own last
+all-reduce; with `end` neither enters interpreter shutdown. bench/stress_exit.py --case late-collective counts
+both.
 """
 
 import atexit
@@ -38,6 +39,10 @@ def main() -> None:
     time.sleep(0.01)
     with contextlib.suppress(RuntimeError):  # rank 1 may be gone already: that is fine here
         dist.all_reduce(torch.ones(1))
+    if mode == "end":  # this rank's own last collective may still be being freed too
+        from dcgan.distributed import end_process
+
+        end_process(0)
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 """Images per second of the framework's training step against the tutorial's loop, side by side.
 
     python bench/throughput.py --device cpu --batch 64 --precision no --json out.json
+    python bench/throughput.py --matrix --json out.json   # framework only: 28 and 64 px x fp32, bf16, auto
 
 Both run in this one process, same model, batch and precision, after a warm-up, in alternating timed
 windows (so a noisy machine slows both alike). The framework side is `Trainer.advance()`, the exact
@@ -41,7 +42,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", choices=("cpu", "cuda"), default="cpu")
     parser.add_argument("--batch", type=int, default=64, help="per-process batch size, both sides")
-    parser.add_argument("--precision", choices=("no", "bf16", "fp16"), default="no")
+    parser.add_argument("--precision", choices=("no", "bf16", "fp16", "auto"), default="no")
     parser.add_argument("--threads", type=int, default=1, help="CPU threads for both sides (torch.set_num_threads)")
     parser.add_argument("--data-root", default=os.environ.get("DCGAN_DATA", "data"), help="holds MNIST/raw/")
     parser.add_argument("--windows", type=int, default=5, help="timed windows per side, alternating")
@@ -52,6 +53,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="framework config override")
     parser.add_argument("--reference-precision", choices=("no", "bf16", "fp16"), help="default: --precision")
     parser.add_argument("--check", action="store_true", help="no timing: both sides' losses on one fixed batch")
+    parser.add_argument(
+        "--matrix", action="store_true", help="framework only: the 28 px and 64 px models in fp32, bf16 and auto"
+    )
     parser.add_argument("--json", type=Path, help="also write the result here")
     parser.add_argument("--profile", type=Path, help="after timing, profile 10 framework steps: op tables here")
     return parser.parse_args(argv)
@@ -164,11 +168,13 @@ def run(args: argparse.Namespace) -> dict[str, object]:
     }  # fmt: skip
     sides = []
     with tempfile.TemporaryDirectory() as run_dir:
+        resolved = args.precision
         if args.only != "reference":
             trainer = framework_trainer(args, run_dir)
+            resolved = result["setting"]["resolved_precision"] = trainer.cfg.train.mixed_precision
             sides.append(Side("framework", trainer.advance, device, args.batch))
         if args.only != "framework":
-            reference = TutorialLoop(args.data_root, args.batch, args.reference_precision or args.precision, device)
+            reference = TutorialLoop(args.data_root, args.batch, args.reference_precision or resolved, device)
             sides.append(Side("reference", reference.step, device, args.batch))
         for side in sides:
             side.warm_up(args.warmup)
@@ -263,10 +269,44 @@ def same_math(args: argparse.Namespace, steps: int = 3) -> dict[str, object]:
     return {"framework": framework, "reference": tutorial}
 
 
+def synthetic_folder(root: Path, n: int = 256) -> Path:
+    """`n` random 64 px RGB PNGs: data for the 64 px model wherever the bench runs (its speed does not depend on
+    what the images show)."""
+    from PIL import Image
+
+    noise = torch.Generator().manual_seed(0)
+    root.mkdir(parents=True, exist_ok=True)
+    for i in range(n):
+        pixels = torch.randint(0, 256, (64, 64, 3), dtype=torch.uint8, generator=noise).numpy()
+        Image.fromarray(pixels).save(root / f"{i:04d}.png")
+    return root
+
+
+def matrix(args: argparse.Namespace) -> dict[str, object]:
+    """The framework's images/s for the tutorial's 28 px model (MNIST) and the paper's 64 px model (an RGB folder)
+    in fp32, bf16 and `auto` (what it picks here is in each row), one after the other in this process."""
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        folder = synthetic_folder(Path(tmp) / "rgb64")
+        rgb64 = ["data.name=folder", f"data.root={folder}", "data.image_size=64", "data.channels=3"]
+        for model, sets in (("28 px tutorial dcgan, MNIST", []), ("64 px paper dcgan, RGB folder", rgb64)):
+            for precision in ("no", "bf16", "auto"):
+                one = argparse.Namespace(**{**vars(args), "precision": precision, "only": "framework",
+                                            "set": [*args.set, *sets]})  # fmt: skip
+                timed = run(one)
+                rows.append({"model": model, "precision": precision, **timed["framework"],
+                             "resolved_precision": timed["setting"]["resolved_precision"]})  # fmt: skip
+                print(f"{model}, {precision} ({rows[-1]['resolved_precision']}): {rows[-1]['images_per_s']} images/s",
+                      file=sys.stderr, flush=True)  # fmt: skip
+    setting = {"device": args.device, "batch": args.batch, "threads": args.threads, "windows": args.windows,
+               "steps": args.steps}  # fmt: skip
+    return {"setting": setting, "hardware": hardware_record(torch.device(args.device)), "rows": rows}
+
+
 def main(argv: list[str] | None = None) -> None:
     args = parse_args(argv)
     try:
-        result = same_math(args) if args.check else run(args)
+        result = same_math(args) if args.check else matrix(args) if args.matrix else run(args)
     except UserError as e:
         sys.exit(f"error: {e}")
     text = json.dumps(result, indent=2)

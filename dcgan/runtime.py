@@ -21,20 +21,20 @@ from accelerate.utils import (
 
 from dcgan import hardware
 from dcgan.config import Config, TrainConfig
-from dcgan.distributed import introduce
+from dcgan.distributed import gather_per_rank, introduce
 from dcgan.errors import EXIT_PEER_LOST, Stopped, UserError
 
 DDP_BUCKET_MB = 32  # every network here fits one bucket (the 64 px paper D at width 64: 11 MB of gradients)
 
 
-def _on_cpu(train: TrainConfig) -> bool:
+def on_cpu(train: TrainConfig) -> bool:
     return train.cpu or not torch.cuda.is_available()
 
 
 def check_device_settings(train: TrainConfig) -> None:
     """Precision and BatchNorm settings this machine cannot run as asked: a UserError saying what to set."""
     precision = train.mixed_precision
-    cpu = _on_cpu(train)
+    cpu = on_cpu(train)
     if precision == "fp16" and cpu:
         # Accelerate would silently train in fp32 here; say so instead.
         raise UserError("train.mixed_precision=fp16 needs a CUDA GPU; on CPU use bf16 or no")
@@ -50,9 +50,26 @@ def check_device_settings(train: TrainConfig) -> None:
         raise UserError("train.sync_batchnorm=true needs CUDA GPUs (SyncBatchNorm does not run on CPU)")
 
 
+def resolve_precision(train: TrainConfig) -> tuple[str, str]:
+    """(precision, why): what `train.mixed_precision` stands for on this machine. `auto` never makes a run slower:
+    bf16 only where the device computes it natively, fp16 with gradient scaling on a GPU without bf16, else
+    fp32 (`no`); an explicit value stands for itself."""
+    if train.mixed_precision != "auto":
+        return train.mixed_precision, "as configured"
+    if not on_cpu(train):
+        gpu = torch.cuda.get_device_name()
+        if torch.cuda.is_bf16_supported(including_emulation=False):
+            return "bf16", f"auto: the GPU ({gpu}) computes bf16 natively"
+        return "fp16", f"auto: the GPU ({gpu}) has no native bf16; fp16 with gradient scaling"
+    if hardware.cpu_has_bf16():
+        flags = ", ".join(f for f in hardware.cpu_flags() if f in hardware.BF16_FLAGS)
+        return "bf16", f"auto: this CPU computes bf16 natively ({flags})"
+    return "no", f"auto: this CPU ({hardware.cpu_name()}) has no bf16 instructions, where bf16 is slower than fp32"
+
+
 def make_accelerator(cfg: Config) -> Accelerator:
     check_device_settings(cfg.train)
-    cpu = _on_cpu(cfg.train)
+    cpu = on_cpu(cfg.train)
     # D runs two forwards (real, fake) before one backward. With broadcast_buffers=True, DDP
     # overwrites BatchNorm buffers in place between them, which raises an autograd error on
     # torch 2.6 up to the fix in 2.14. Every rank updates its BN buffers from its own batches
@@ -90,6 +107,13 @@ def make_accelerator(cfg: Config) -> Accelerator:
         )
     if accelerator.num_processes > 1:
         introduce(accelerator.process_index)
+        precisions = gather_per_rank(accelerator, cfg.train.mixed_precision)
+        if len(set(precisions)) > 1:
+            shown = ", ".join(f"rank {rank} {precision}" for rank, precision in enumerate(precisions))
+            raise UserError(
+                f"the ranks would train in different precisions ({shown}): train.mixed_precision=auto picks by "
+                "each machine's hardware; set train.mixed_precision to one value for all of them"
+            )
     return accelerator
 
 

@@ -70,6 +70,10 @@ def _is_main() -> bool:
 
 
 def _say(line: str) -> None:
-    # Every rank of a launch stops the same way; one line from the first is enough.
-    if _is_main():
+    """One line on stderr from the first rank: the ranks of a group stop together, for the same reason. Before the
+    group forms (a mistake in one machine's command line, say) they have not compared notes, so the first rank
+    of each machine speaks for its machine."""
+    distributed = sys.modules.get("torch.distributed")
+    grouped = distributed is not None and distributed.is_available() and distributed.is_initialized()
+    if _is_main() or (not grouped and os.environ.get("LOCAL_RANK", "0") == "0"):
         print(line, file=sys.stderr, flush=True)

@@ -160,8 +160,11 @@ class TrainConfig:
     """Stop after this many optimisation steps (one D step plus one G step each), if set."""
     batch_size: int = 32
     """Per process: the global batch is batch_size x number of processes."""
-    mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    """Autocast precision; part of the recipe (bf16 and fp16 round differently, fp16 adds a loss scaler)."""
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "no"
+    """Autocast precision; part of the recipe (bf16 and fp16 round differently, fp16 adds a loss scaler). `auto`
+    picks bf16 on a GPU or CPU that computes it natively (Ampere and later; AVX512-BF16, AMX, Arm BF16), fp16
+    with gradient scaling on an older GPU, fp32 (`no`) elsewhere; the start line says what it picked and why,
+    and a resumed run keeps the precision it started with."""
     allow_emulated_bf16: bool = may_change(False)
     """Run bf16 on a CPU without bf16 instructions (AVX512-BF16 or AMX) anyway. It is emulated there and
     several times slower than fp32 (docs/faults.md), so it is refused unless set: useful only to check

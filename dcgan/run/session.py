@@ -8,6 +8,7 @@ found.
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import yaml
 from accelerate import Accelerator
 from torch import nn
 
+from dcgan import hardware
 from dcgan.config import Config, change_lines, resume_changes, to_dict
 from dcgan.data import ensure_dataset
 from dcgan.distributed import on_main
@@ -25,6 +27,42 @@ from dcgan.run.layout import RunDir
 from dcgan.run.lock import RunLock, claim
 from dcgan.run.pictures import make_gif, plot_losses
 from dcgan.run.tracking import RunLog
+from dcgan.runtime import on_cpu, resolve_precision
+
+
+def settle_precision(cfg: Config) -> tuple[Config, str]:
+    """`cfg` with `train.mixed_precision=auto` replaced by the precision it stands for, and why: a run that resumes
+    keeps the precision its checkpoint trained in (the precision defines the run), a new one takes what this
+    machine computes best (dcgan/runtime.py's resolve_precision). An explicit precision is kept as it is."""
+    if cfg.train.mixed_precision != "auto":
+        return cfg, "as configured"
+    started = _started_in(cfg)
+    if started is None:
+        precision, why = resolve_precision(cfg.train)
+    else:
+        precision, why = started[1], f"auto: the precision this run started with ({started[0]})"
+        emulated = precision == "bf16" and on_cpu(cfg.train) and hardware.cpu_has_bf16() is False
+        if emulated and not cfg.train.allow_emulated_bf16:
+            raise UserError(
+                f"{started[0]} was trained in bf16 (train.mixed_precision=auto on a machine with native bf16); "
+                f"this CPU ({hardware.cpu_name()}) would emulate it, several times slower: resume it on such a "
+                "machine, or set train.allow_emulated_bf16=true to continue here"
+            )
+    return dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, mixed_precision=precision)), why
+
+
+def _started_in(cfg: Config) -> tuple[Path, str] | None:
+    """(checkpoint, its precision) of the checkpoint this start would resume from, if any (read before the run
+    folder is claimed, by every rank: every machine sees the run folder)."""
+    if cfg.resume == "never":
+        return None
+    run = RunDir(Path(cfg.output_dir))
+    candidates = [Path(cfg.resume)] if cfg.resume != "auto" else checkpoint.list_checkpoints(run.checkpoints)
+    for path in reversed(candidates):
+        precision = (checkpoint.read_config(path) or {}).get("train", {}).get("mixed_precision")
+        if precision is not None:
+            return path, precision
+    return None
 
 
 class Session:
@@ -58,8 +96,9 @@ class Session:
         """Who took the run folder over while this trainer was frozen, if anyone did (main process)."""
         return self.lock.lost if self.lock is not None else None
 
-    def start(self, log: RunLog, total: int, per_epoch: int, step: int) -> None:
-        """Record this start: the resolved config, the lines that say what runs where, run_history.jsonl."""
+    def start(self, log: RunLog, total: int, per_epoch: int, step: int, precision_why: str) -> None:
+        """Record this start: the resolved config, the lines that say what runs where, run_history.jsonl.
+        `precision_why`: why the run trains in its precision (settle_precision)."""
         cfg, acc = self.cfg, self.accelerator
         if acc.is_main_process:  # only once the run is accepted: a refused resume leaves the folder as it was
             self.run.config.write_text(yaml.safe_dump(to_dict(cfg), sort_keys=False))
@@ -70,10 +109,11 @@ class Session:
             log.print(f"changed since the checkpoint (recorded in {self.run.history.name}): {changed}")
         log.print(
             f"training {total} steps ({per_epoch} per epoch) on {acc.num_processes} process(es), "
-            f"{acc.device.type}, precision {cfg.train.mixed_precision}, global batch "
+            f"{acc.device.type}, precision {cfg.train.mixed_precision}"
+            f"{'' if precision_why == 'as configured' else f' ({precision_why})'}, global batch "
             f"{cfg.train.batch_size * acc.num_processes}; run folder {self.run}"
         )
-        log.start(self.changes)
+        log.start(self.changes, precision_why)
 
     def export(self, generator: nn.Module, step: int, classes: tuple[str, ...]) -> None:
         """Main process: `generator` (the moving average if the run keeps one) as RUN/generator.safetensors."""

@@ -67,22 +67,24 @@ class RunLog:
             warnings.warn(f"{self.cfg.log.tracker} {what} failed ({error}); training goes on without it", stacklevel=3)
         self.trackers_on = False
 
-    def start(self, changes: dict[str, tuple]) -> None:
+    def start(self, changes: dict[str, tuple], precision_why: str = "as configured") -> None:
         """Record this start of the run (run_history.jsonl: the machine, and the config `changes` a resume
         made), then start the tracker with the resolved config; a resumed run continues the same W&B run."""
         machine = hardware.describe(self.accelerator.device)
         if self.main:
-            self._record_start(machine, changes)
+            self._record_start(machine, changes, precision_why)
         if self.trackers_on:
             self._start_tracker(machine, changes)
 
-    def _record_start(self, machine: dict[str, Any], changes: dict[str, tuple]) -> None:
+    def _record_start(self, machine: dict[str, Any], changes: dict[str, tuple], precision_why: str) -> None:
         acc = self.accelerator
         entry = {
             "step": self.start_step,
             "started": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
             "processes": acc.num_processes,
             "device": acc.device.type,
+            "precision": self.cfg.train.mixed_precision,
+            "precision_why": precision_why,
             **machine,
             "versions": _versions(),
             "changes": {key: list(pair) for key, pair in sorted(changes.items())},

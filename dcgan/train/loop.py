@@ -21,7 +21,7 @@ from dcgan.io.images import save_grid
 from dcgan.models.sampling import render
 from dcgan.run import checkpoint
 from dcgan.run.pictures import fixed_inputs, grid_caption
-from dcgan.run.session import Session
+from dcgan.run.session import Session, settle_precision
 from dcgan.run.tracking import Meter, RunLog
 from dcgan.runtime import bare_model, make_accelerator
 from dcgan.train.build import build
@@ -56,6 +56,7 @@ class Every:
 
 class Trainer:
     def __init__(self, cfg: Config):
+        cfg, self.precision_why = settle_precision(cfg)  # train.mixed_precision=auto made concrete
         self.cfg = cfg
         self.accelerator = acc = make_accelerator(cfg)
         self.session = Session(cfg, acc)
@@ -112,7 +113,7 @@ class Trainer:
     def _train(self) -> None:
         total, p = self.total_steps(), self.progress
         self.log = RunLog(self.accelerator, self.cfg, self.session.run, total, p.step)
-        self.session.start(self.log, total, self.parts.batches.steps_per_epoch, p.step)
+        self.session.start(self.log, total, self.parts.batches.steps_per_epoch, p.step, self.precision_why)
         self.meter = Meter(self.accelerator.device)  # times from here, not from construction
         self.state.clock.start()
         self.stop.signals.install()

@@ -73,7 +73,7 @@ def test_override_wins_over_file(tmp_path):
         ("optim.lr_d=0", "config key optim.lr_d: must be > 0"),
         ("optim.lr_g=-1e-4", "config key optim.lr_g: must be > 0"),
         ("optim.betas=[0.5]", "config key optim.betas: expected a list of 2 values"),
-        ("train.mixed_precision=fp8", "config key train.mixed_precision: must be one of no, fp16, bf16"),
+        ("train.mixed_precision=fp8", "config key train.mixed_precision: must be one of auto, no, fp16, bf16"),
         ("log.tracker=mlflow", "config key log.tracker: must be one of wandb, tensorboard, none"),
         ("data.name=cifar10", "config key data.name: must be one of mnist, fashion_mnist, folder"),
         ("train=3", "config key train: expected a section of keys"),

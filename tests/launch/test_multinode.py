@@ -28,22 +28,24 @@ LONG = ("train.epochs=50", "log.every_steps=2", "fault.check_every=4", "checkpoi
 
 class Machines:
     """The two launchers of one run, each started exactly as launch/README.md tells a machine to start, with its
-    output in a file (machine0.log, machine1.log) and its own `data.root`."""
+    output in a file (machine0.log, machine1.log); `machine1` are overrides for machine 1 only (its own copy of
+    the data, say)."""
 
-    def __init__(self, tmp_path: Path, data_roots: tuple[Path, Path], *overrides: str, only: tuple[int, ...] = (0, 1)):
+    def __init__(self, tmp_path: Path, data_root: Path, *overrides: str, machine1: tuple[str, ...] = (), only=(0, 1)):
         self.tmp_path, self.port, self.started = tmp_path, free_port(), time.monotonic()
         self.run_dir = tmp_path / "run"
-        self.launchers = {rank: self._start(rank, data_roots[rank], overrides) for rank in only}
+        common = (f"data.root={data_root}", *overrides)
+        self.launchers = {rank: self._start(rank, (*common, *machine1) if rank else common) for rank in only}
         self.exited: dict[int, float] = {}
 
-    def _start(self, rank: int, data_root: Path, overrides: tuple[str, ...]) -> subprocess.Popen:
+    def _start(self, rank: int, overrides: tuple[str, ...]) -> subprocess.Popen:
         command = [
             sys.executable, "-m", "accelerate.commands.launch",
             "--config_file", str(REPO / "launch" / "multi_node.yaml"),
             "--num_machines", "2", "--num_processes", "2", "--machine_rank", str(rank),
             "--main_process_ip", "127.0.0.1", "--main_process_port", str(self.port), "--rdzv_conf", "timeout=15",
             str(PROBE), str(self.tmp_path), str(SMOKE),
-            f"output_dir={self.run_dir}", f"data.root={data_root}", *overrides,
+            f"output_dir={self.run_dir}", *overrides,
         ]  # fmt: skip
         log = open(self.tmp_path / f"machine{rank}.log", "w")  # noqa: SIM115 - closed when the launcher ends
         return subprocess.Popen(command, cwd=REPO, env=_env(), stdout=log, stderr=subprocess.STDOUT)
@@ -121,7 +123,7 @@ def _stopped_lines(output: str) -> list[str]:
 
 
 def test_two_launchers_with_machine_ranks_0_and_1_form_one_group_with_identical_weights(tmp_path, data_root):
-    machines = Machines(tmp_path, (data_root, data_root), "train.max_steps=3")
+    machines = Machines(tmp_path, data_root, "train.max_steps=3")
     codes = machines.wait(timeout=300)
     assert codes == {0: 0, 1: 0}, machines._report("a launcher failed")
     # Both launchers end together: neither is left in torch's exit barrier waiting for the other.
@@ -140,7 +142,7 @@ def test_two_launchers_with_machine_ranks_0_and_1_form_one_group_with_identical_
 
 
 def test_a_rank_killed_mid_run_ends_the_other_machine_naming_it(tmp_path, data_root):
-    machines = Machines(tmp_path, (data_root, data_root), *LONG)
+    machines = Machines(tmp_path, data_root, *LONG)
     machines.wait_for_training()
     victim = machines.rank_process(1)
     victim.kill()
@@ -154,7 +156,7 @@ def test_a_rank_killed_mid_run_ends_the_other_machine_naming_it(tmp_path, data_r
 
 
 def test_a_machine_whose_launcher_is_killed_stops_the_run_with_a_checkpoint(tmp_path, data_root):
-    machines = Machines(tmp_path, (data_root, data_root), *LONG)
+    machines = Machines(tmp_path, data_root, *LONG)
     machines.wait_for_training()
     orphan = machines.rank_process(1)
     machines.launchers[1].send_signal(signal.SIGKILL)
@@ -175,7 +177,7 @@ def test_bad_data_on_one_machine_ends_both_with_one_line_naming_it(tmp_path, dat
     shutil.copytree(data_root / "MNIST", broken / "MNIST")
     images = broken / "MNIST" / "raw" / "train-images-idx3-ubyte"
     images.write_bytes(images.read_bytes()[:100_000])  # truncated on machine 1 only
-    machines = Machines(tmp_path, (data_root, broken), "train.max_steps=3")
+    machines = Machines(tmp_path, data_root, "train.max_steps=3", machine1=(f"data.root={broken}",))
     codes = machines.wait(timeout=120)
     assert codes[0] != 0 and codes[1] != 0
     (line,) = _stopped_lines(machines.output(0))
@@ -185,8 +187,34 @@ def test_bad_data_on_one_machine_ends_both_with_one_line_naming_it(tmp_path, dat
 
 
 def test_a_machine_that_never_arrives_ends_the_other_after_the_rendezvous_timeout(tmp_path, data_root):
-    machines = Machines(tmp_path, (data_root, data_root), "train.max_steps=3", only=(0,))
+    machines = Machines(tmp_path, data_root, "train.max_steps=3", only=(0,))
     codes = machines.wait(timeout=120)
     assert codes[0] != 0
     assert machines.exited[0] - machines.started < 60  # --rdzv_conf timeout=15, as launch/README.md shows
     assert "1/2 clients joined" in machines.output(0)
+
+
+def test_ranks_that_never_join_end_the_others_after_fault_timeout_s(tmp_path, data_root):
+    """Machine 1's launcher comes, but its rank stops before it joins the group (here: a typo in its command line)."""
+    machines = Machines(tmp_path, data_root, "train.max_steps=3", "fault.timeout_s=10", machine1=("train.epoch=3",))
+    codes = machines.wait(timeout=120)
+    assert codes[0] != 0 and codes[1] != 0
+    assert machines.exited[0] - machines.started < 60
+    (line,) = _stopped_lines(machines.output(0))
+    assert line.startswith(f"dcgan: stopped: not every rank joined the group at 127.0.0.1:{machines.port} ")
+    assert "within fault.timeout_s=10 s" in line  # then torch's words: which store key it waited for
+    assert "unknown config key train.epoch" in machines.output(1)
+
+
+def test_machines_that_would_train_in_different_precisions_are_refused_in_one_line(tmp_path, data_root):
+    """What train.mixed_precision=auto can lead to on machines of two kinds (native bf16 on one only)."""
+    emulated = ("train.mixed_precision=bf16", "train.allow_emulated_bf16=true")
+    machines = Machines(tmp_path, data_root, "train.max_steps=3", machine1=emulated)
+    codes = machines.wait(timeout=120)
+    assert codes[0] != 0 and codes[1] != 0
+    (line,) = _stopped_lines(machines.output(0))
+    assert line == (
+        "dcgan: error: the ranks would train in different precisions (rank 0 no, rank 1 bf16): "
+        "train.mixed_precision=auto picks by each machine's hardware; set train.mixed_precision to one value "
+        "for all of them"
+    )
