@@ -9,6 +9,7 @@ from pathlib import Path
 from dcgan.errors import UserError
 
 DATASETS = ("mnist", "fashion_mnist", "folder")  # data.name's choices (dcgan.config imports yaml: not here)
+NETWORKS = ("dataset", "inception")  # eval.network's choices
 
 
 def add_parsers(sub: argparse._SubParsersAction, with_reference: bool) -> None:
@@ -22,6 +23,13 @@ def add_parsers(sub: argparse._SubParsersAction, with_reference: bool) -> None:
     evaluate.add_argument("--truncation", type=float, help="as for sample")
     evaluate.add_argument("--data-root", help="the data's root (default: the run's data.root, else data)")
     evaluate.add_argument("--classifier", default="", help="feature network file (default: the run's, else shipped)")
+    evaluate.add_argument(
+        "--network", choices=NETWORKS, default="dataset",
+        help="dataset: the data's feature network (fid_mnist, ...); inception: the standard Inception FID/KID",
+    )  # fmt: skip
+    evaluate.add_argument(
+        "--inception-weights", default="", help="with --network inception: the weights file (default: torch hub cache)"
+    )
     evaluate.add_argument("--dataset", choices=DATASETS, help="with --real: which data (default: mnist)")
     evaluate.add_argument("--out", type=Path, help="JSON file to write (default: eval.json beside the generator)")
 
@@ -40,15 +48,19 @@ def run(args: argparse.Namespace) -> None:
     if args.dataset and not args.real:
         raise UserError("--dataset goes with --real; a generator is scored against the data it was trained on")
     out = eval_output(args.source, args.out)
+    network = {"network": args.network, "inception_weights": args.inception_weights}
     if args.real:
-        result = evaluate_real(args.num_samples, args.seed, args.dataset, args.data_root or "data", args.classifier)
+        root = args.data_root or "data"
+        result = evaluate_real(args.num_samples, args.seed, args.dataset, root, args.classifier, **network)
     else:
-        result = evaluate(args.source, args.num_samples, args.seed, args.data_root, args.classifier, args.truncation)
+        result = evaluate(
+            args.source, args.num_samples, args.seed, args.data_root, args.classifier, args.truncation, **network
+        )
     if result is not None:  # the main process
         text = json.dumps(result, indent=1)
         out.write_text(text + "\n")
         print(text)
-        print(f"wrote {out}", file=sys.stderr)
+        print(f"scored {result['num_samples']} images against the {result['reference']}; wrote {out}", file=sys.stderr)
 
 
 COMMANDS = {"eval": run}

@@ -59,6 +59,7 @@ class DataConfig:
 
 IMAGE_SIZES = (28, 32, 64)
 AUGMENTATIONS = ("color", "translation", "cutout")  # dcgan/train/augment.py
+NETWORKS = ("dataset", "inception")  # eval.network: dcgan/eval/networks.py scoring_network
 
 
 @dataclass
@@ -304,11 +305,21 @@ class EvalConfig:
     evaluation logs `eval/train_s`, the run's training seconds so far with evaluations left out."""
     num_samples: int = 10_000
     """Generated images per evaluation, shared across ranks; metrics depend on it, so compare runs at equal N."""
+    network: str = "dataset"
+    """Which network's features the metrics are computed in: `dataset` (the data's own feature network:
+    fid_mnist, fid_fashion_mnist, ... with IS, coverage, precision/recall) or `inception` (the standard
+    Inception-v3 FID and KID of papers, fid_inception and kid_inception, for any data; its weights file is
+    read from eval.inception_weights or torch hub's cache, never downloaded; see docs/metrics.md)."""
     classifier: str = ""
     """Feature network file behind the metrics (made by `dcgan train-classifier`); empty = the one shipped
-    for data.name (mnist, fashion_mnist). A folder has none: evaluation is then off unless this is set."""
+    for data.name (mnist, fashion_mnist). A folder has none: evaluation is then off unless this is set or
+    eval.network is inception."""
+    inception_weights: str = ""
+    """With eval.network=inception: the 2015-12-05 Inception weights file (torch-fidelity's
+    weights-inception-2015-12-05-6726825d.pth); empty = torch hub's cache, where torch-fidelity keeps it."""
 
     def validate(self) -> None:
+        check(self.network in NETWORKS, "eval.network", f"must be one of {', '.join(NETWORKS)}")
         check(self.every_epochs >= 0, "eval.every_epochs", "must be >= 0 (0 = off)")
         check(self.every_steps >= 0, "eval.every_steps", "must be >= 0 (0 = off)")
         check(self.num_samples >= 100, "eval.num_samples", "must be >= 100 (covariances and k-NN need many samples)")

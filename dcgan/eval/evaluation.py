@@ -3,7 +3,8 @@
 Sample i always comes from the same noise (chunk i // CHUNK of a seeded stream), whichever rank makes it,
 so 1 and N processes score the same images. Used at epoch ends during training (`Evaluator`, called from
 the trainer) and by `dcgan eval` (dcgan/eval/offline.py). The feature network is the data's
-(dcgan/eval/networks.py), and the metrics carry its name: fid_mnist, fid_fashion_mnist, ...
+(dcgan/eval/networks.py), or the standard Inception-v3 (dcgan/eval/inception.py), and the metrics carry its
+name: fid_mnist, fid_fashion_mnist, ..., fid_inception.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ from torch import nn
 
 from dcgan.config import DataConfig, EvalConfig
 from dcgan.data import from_model_range
+from dcgan.distributed import agree
+from dcgan.eval.inception import KID_SUBSETS
+from dcgan.eval.inception import NAME as INCEPTION
 from dcgan.eval.metrics import (
     class_coverage,
     frechet_distance,
@@ -30,7 +34,7 @@ from dcgan.eval.metrics import (
     mean_and_covariance,
     precision_recall,
 )
-from dcgan.eval.networks import FEATURE_DIM, FeatureNetwork, embed_and_classify, network_for
+from dcgan.eval.networks import embed_and_classify, scoring_network
 from dcgan.eval.reference import Reference, reference_for
 from dcgan.models.sampling import sample_noise
 from dcgan.rng import derive_seed
@@ -42,7 +46,10 @@ BEST = "best"  # checkpoints/best/: a copy of the checkpoint with the lowest fid
 
 
 def logged_keys(network: str) -> tuple[str, ...]:
-    """The metrics logged (as eval/<key>) and printed, named for the feature network where they depend on it."""
+    """The metrics logged (as eval/<key>) and printed, named for the feature network where they depend on it.
+    Inception has no classes here: FID and KID only."""
+    if network == INCEPTION:
+        return (f"fid_{network}", f"kid_{network}")
     return (f"fid_{network}", "kid", f"is_{network}", "coverage_min", "precision", "recall")
 
 
@@ -56,16 +63,23 @@ def score(
 ) -> dict[str, Any]:
     """All metrics of generated features/probabilities against the reference (see dcgan/eval/metrics.py), in the
     space of the feature network called `network`; with `requested`, the classes a conditional G was asked
-    for, also class_accuracy: the share of images the network assigns to the class asked for.
+    for, also class_accuracy: the share of images the network assigns to the class asked for. A network
+    without classes (Inception, `probs` of width 0) gives FID and KID alone, KID over KID_SUBSETS subsets.
 
     Non-finite features (a diverged G) give NaN metrics instead of an error in the eigen-decomposition.
     """
     accuracy = {} if requested is None else {"class_accuracy": class_accuracy(probs, requested)}
+    kid_key = logged_keys(network)[1]
     if not torch.isfinite(features).all():
-        nan = dict.fromkeys((*logged_keys(network), "kid_std"), math.nan)
+        nan = dict.fromkeys((*logged_keys(network), f"{kid_key}_std"), math.nan)
         return nan | accuracy | {"coverage": [], "num_samples": len(features), "network": network}
     reference = reference.to(features.device)
     mu, sigma = mean_and_covariance(features)
+    if probs.shape[1] == 0:
+        kid, kid_std = kernel_inception_distance(reference.features, features, subsets=KID_SUBSETS, seed=seed)
+        fid = frechet_distance(mu, sigma, reference.mu, reference.sigma)
+        return {f"fid_{network}": fid, kid_key: kid, f"{kid_key}_std": kid_std, **accuracy,
+                "num_samples": len(features), "network": network}  # fmt: skip
     kid, kid_std = kernel_inception_distance(reference.features, features, seed=seed)
     precision, recall = precision_recall(reference.features, features, reference.radii)
     coverage = class_coverage(probs, reference.shares)
@@ -93,7 +107,7 @@ def class_accuracy(probs: torch.Tensor, requested: torch.Tensor) -> float:
 def embed_generated(
     generator: nn.Module,
     pixel_range: str,
-    classifier: FeatureNetwork,
+    network: nn.Module,
     num_samples: int,
     seed: int,
     accelerator: Accelerator,
@@ -101,14 +115,15 @@ def embed_generated(
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """(features, class probabilities, requested classes or None) of `num_samples` generated images, on every
     rank, in sample order. A conditional G draws uniform classes, from a stream of their own; they are
-    returned where the network has as many classes as G.
+    returned where the network has as many classes as G. `network`: see embed_and_classify.
 
     A collective: rank r makes the r-th contiguous run of chunks, so the gather returns sample order.
     Ranks with fewer real chunks pad with zeros (gather needs equal sizes); the padding is cut off.
     """
     device, ranks = accelerator.device, accelerator.num_processes
     num_classes = getattr(generator, "num_classes", 0)
-    width = FEATURE_DIM + len(classifier.spec.classes) + 1  # the last column: the class asked for
+    dim = network.feature_dim
+    width = dim + len(network.classes) + 1  # the last column: the class asked for
     chunks = math.ceil(num_samples / CHUNK)
     per_rank = math.ceil(chunks / ranks)
     rows = []
@@ -125,12 +140,12 @@ def embed_generated(
             labels = torch.randint(num_classes, (CHUNK,), generator=classes).to(device)
             inputs = (noise, labels)
         images = from_model_range(generator(*inputs).float(), pixel_range)
-        rows.append(torch.cat([*embed_and_classify(classifier, images), labels[:, None].float()], dim=1))
+        rows.append(torch.cat([*embed_and_classify(network, images), labels[:, None].float()], dim=1))
     local = torch.cat(rows)
     everything = accelerator.gather(local)[:num_samples] if ranks > 1 else local[:num_samples]
     # class_accuracy only means something where the network tells the generator's classes apart
-    requested = everything[:, -1].long() if num_classes == len(classifier.spec.classes) else None
-    return everything[:, :FEATURE_DIM], everything[:, FEATURE_DIM:-1], requested
+    requested = everything[:, -1].long() if num_classes and num_classes == len(network.classes) else None
+    return everything[:, :dim], everything[:, dim:-1], requested
 
 
 def _rank0_generator(generator: nn.Module, accelerator: Accelerator) -> nn.Module:
@@ -147,33 +162,40 @@ class Evaluator:
     """Scores G when the training loop asks (its `Every("evaluate")`: every `eval.every_epochs` epochs and after the
     last one, every `eval.every_steps` steps); keeps the best checkpoint by fid.
 
-    Without a feature network for the data (a folder, no eval.classifier) evaluation is off, and the
-    main process says so once.
+    Without a feature network for the data (a folder, no eval.classifier, eval.network=dataset) evaluation is
+    off, and the main process says so once. Inception weights that are missing stop the run at start.
     """
 
     def __init__(self, data: DataConfig, settings: EvalConfig, seed: int, accelerator: Accelerator, run: RunDir):
         self.data, self.settings, self.seed = data, settings, seed
         self.accelerator, self.run = accelerator, run
-        self.classifier: FeatureNetwork | None = None
+        self.network: nn.Module | None = None
         self.reference: Reference | None = None
         if not (settings.every_epochs or settings.every_steps):
             return
-        # A missing, damaged or mismatched network stops the run now, not after an epoch.
-        chosen = network_for(data, settings.classifier, required=False)
+        # A missing, damaged or mismatched network stops the run now, not after an epoch, on every rank at once
+        # (each machine reads its own copy of the file).
+        chosen = agree(
+            accelerator,
+            lambda: scoring_network(data, settings.network, settings.classifier, settings.inception_weights, False),
+        )
         if chosen is not None:
-            self.classifier, self.classifier_sha256 = chosen[0].to(accelerator.device), chosen[1]["sha256"]
+            self.network, self.network_sha256 = chosen[0].to(accelerator.device), chosen[1]
+            if accelerator.is_main_process and not getattr(self.network, "standard", True):
+                print(nonstandard_line(settings.inception_weights, self.network_sha256), flush=True)
         elif accelerator.is_main_process:
             print(
-                f"eval: off, no feature network ships for data.name={data.name}: make one from labelled "
-                f"subfolders with dcgan train-classifier --dataset {data.name} and set eval.classifier=FILE "
-                "(eval.every_epochs=0 eval.every_steps=0 silences this)",
+                f"eval: off, no feature network ships for data.name={data.name}: set eval.network=inception "
+                f"(the standard Inception FID), or make one from labelled subfolders with dcgan train-classifier "
+                f"--dataset {data.name} and set eval.classifier=FILE (eval.every_epochs=0 eval.every_steps=0 "
+                "silences this)",
                 flush=True,
             )
 
     @property
     def enabled(self) -> bool:
         """Whether the run is scored at all: a feature network exists for its data."""
-        return self.classifier is not None
+        return self.network is not None
 
     def evaluate(self, generator: nn.Module, step: int, epoch: float, train_s: float) -> tuple[dict, str] | None:
         """A collective (every rank calls it); on the main process, which also keeps the best checkpoint, the row
@@ -187,7 +209,7 @@ class Evaluator:
         features, probs, requested = embed_generated(
             _rank0_generator(generator, acc),
             self.data.pixel_range,
-            self.classifier,
+            self.network,
             self.settings.num_samples,
             seed,
             acc,
@@ -195,8 +217,8 @@ class Evaluator:
         if not acc.is_main_process:
             return None
         if self.reference is None:
-            self.reference = reference_for(self.data, self.classifier, self.classifier_sha256)
-        network = self.classifier.spec.name
+            self.reference = reference_for(self.data, self.network, self.network_sha256)
+        network = self.network.name
         values = score(features, probs, self.reference, seed, network, requested)
         seconds = time.perf_counter() - started
         keys = logged_keys(network) + (("class_accuracy",) if requested is not None else ())
@@ -211,7 +233,7 @@ class Evaluator:
         """Copy this step's checkpoint to checkpoints/best/ if its fid beats the kept one's."""
         root = self.run.checkpoints
         record = root / BEST / "best.json"
-        if not values[f"fid_{values['network']}"] < _kept_fid(record):  # also false for NaN
+        if not values[f"fid_{values['network']}"] < _kept_fid(record, values["network"]):  # also false for NaN
             return False
         source = root / checkpoint.checkpoint_name(step)
         if not source.is_dir():  # the save was skipped (non-finite losses): nothing to keep
@@ -221,12 +243,21 @@ class Evaluator:
         return True
 
 
-def _kept_fid(record: Path) -> float:
-    """fid of the kept best checkpoint; infinity if there is none (or its record is unreadable).
+def nonstandard_line(configured: str, sha256: str) -> str:
+    """The warning for Inception weights other than the 2015-12-05 ones papers use."""
+    return (
+        f"eval: the Inception weights {configured or 'in the torch hub cache'} (sha256 {sha256[:12]}...) are not the "
+        "standard 2015-12-05 ones: fid_inception compares only with numbers made with this same file"
+    )
+
+
+def _kept_fid(record: Path, network: str) -> float:
+    """fid of the kept best checkpoint; infinity if there is none, its record is unreadable or it was scored by
+    another network (eval.network changed on resume).
 
     Records written before metrics carried their network's name are MNIST's."""
     try:
         kept = json.loads(record.read_text())
-        return float(kept[f"fid_{kept.get('network', 'mnist')}"])
+        return float(kept[f"fid_{network}"]) if kept.get("network", "mnist") == network else math.inf
     except (OSError, ValueError, KeyError, TypeError, AttributeError):
         return math.inf

@@ -21,6 +21,7 @@ from torch import nn
 
 from dcgan.config import DataConfig
 from dcgan.errors import UserError
+from dcgan.eval.inception import InceptionNetwork, weights_file
 from dcgan.io.files import file_sha256, read_weights
 
 FORMAT = "dcgan-classifier/2"  # records its NetworkSpec under "network"
@@ -72,9 +73,13 @@ class FeatureNetwork(nn.Module):
     (Measured with the MNIST network; every network has this architecture, sized to its input.)
     """
 
+    feature_dim = FEATURE_DIM
+    batch_size = 1000  # images per forward
+
     def __init__(self, spec: NetworkSpec = MNIST_SPEC):
         super().__init__()
         self.spec = spec
+        self.name, self.classes = spec.name, spec.classes  # what dcgan/eval/inception.py's network also has
         side = (spec.image_size + 3) // 4  # after two stride-2 convolutions: 28 -> 7, 32 -> 8, 64 -> 16
         self.body = nn.Sequential(
             nn.Conv2d(spec.channels, 32, 5, 2, 2),
@@ -169,14 +174,26 @@ def network_for(
     return model, record
 
 
+def scoring_network(
+    data: DataConfig, network: str = "dataset", classifier: str = "", inception_weights: str = "", required: bool = True
+) -> tuple[nn.Module, str] | None:
+    """(network in eval mode on CPU, sha256 of its weights) behind the metrics of generators of `data`:
+    `network` "inception" is the standard Inception-v3 (any data); "dataset" the data's own feature network
+    (see `network_for`, which also says when that is None)."""
+    if network == "inception":
+        model = InceptionNetwork(weights_file(inception_weights))
+        return model, model.sha256
+    chosen = network_for(data, classifier, required)
+    return None if chosen is None else (chosen[0], chosen[1]["sha256"])
+
+
 @torch.no_grad()
-def embed_and_classify(
-    model: FeatureNetwork, images: torch.Tensor, batch_size: int = 1000
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """(features (N, 224), class probabilities (N, classes)) of [0, 1] images, float32, on the model's device."""
+def embed_and_classify(model: nn.Module, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """(features (N, model.feature_dim), class probabilities (N, classes)) of [0, 1] images, float32, on the
+    model's device: a FeatureNetwork, or the Inception network (dcgan/eval/inception.py: no classes)."""
     device = next(model.parameters()).device
     features, probs = [], []
-    for batch in images.split(batch_size):
+    for batch in images.split(model.batch_size):
         f, logits = model.features_and_logits(batch.to(device, torch.float32))
         features.append(f)
         probs.append(logits.softmax(dim=1))

@@ -2,12 +2,15 @@
 
 A generator is scored against the data it was trained on: its run's data config when it sits in a run
 folder, else the dataset its file's metadata names; with that data's feature network (its run's
-eval.classifier, else the one shipped for the dataset) unless --classifier names another.
+eval.classifier, else the one shipped for the dataset) unless --classifier names another, or with the
+standard Inception-v3 (--network inception). The result names the real images it was compared with and
+the sample count: FID depends on both.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -16,9 +19,9 @@ import torch
 
 from dcgan.config import Config, DataConfig, load_config
 from dcgan.data import ensure_dataset, load_dataset
-from dcgan.eval.evaluation import embed_generated, score
-from dcgan.eval.networks import embed_and_classify, load_classifier, network_for
-from dcgan.eval.reference import reference_for
+from dcgan.eval.evaluation import embed_generated, nonstandard_line, score
+from dcgan.eval.networks import embed_and_classify, load_classifier, scoring_network
+from dcgan.eval.reference import describe_reference, reference_for
 from dcgan.models.file import generator_data
 from dcgan.run.layout import EVAL_FILE, RunDir, load_generator_and_metadata, resolve_generator_file
 
@@ -53,38 +56,57 @@ def evaluate(
     data_root: str | None = None,
     classifier: str = "",
     truncation: float | None = None,
+    network: str = "dataset",
+    inception_weights: str = "",
 ) -> dict[str, Any] | None:
-    """Metrics of a generator file or run folder (under any launcher); the result on the main process."""
+    """Metrics of a generator file or run folder (under any launcher) in the space of `network` (see
+    EvalConfig.network); the result on the main process."""
     from dcgan.runtime import make_accelerator
 
     accelerator = make_accelerator(Config())
     file = resolve_generator_file(source)
     generator, meta = load_generator_and_metadata(file)
     data, classifier = scored_against(source, meta, data_root, classifier)
-    network, record = network_for(data, classifier)
+    model, sha256 = _network(data, network, classifier, inception_weights, accelerator.is_main_process)
     started = time.perf_counter()
     features, probs, requested = embed_generated(
-        generator.to(accelerator.device), meta.get("pixel_range", "signed"), network.to(accelerator.device),
+        generator.to(accelerator.device), meta.get("pixel_range", "signed"), model.to(accelerator.device),
         num_samples, seed, accelerator, truncation,
     )  # fmt: skip
     if not accelerator.is_main_process:
         return None
-    reference = reference_for(data, network, record["sha256"])
-    values = score(features, probs, reference, seed, network.spec.name, requested)
+    reference = reference_for(data, model, sha256)
+    values = score(features, probs, reference, seed, model.name, requested)
     return {
         **values,
         "generator": str(file),
         "data": data.name,
+        "reference": describe_reference(data, reference),
         "seed": seed,
         "truncation": truncation,
         "processes": accelerator.num_processes,
-        "classifier_sha256": record["sha256"],
+        "classifier_sha256": sha256,
         "seconds": round(time.perf_counter() - started, 2),
     }
 
 
+def _network(data: DataConfig, network: str, classifier: str, inception_weights: str, say: bool) -> tuple[Any, str]:
+    """(network, sha256 of its weights) for `dcgan eval`; says so once (`say`) where Inception's weights are not
+    the standard ones."""
+    model, sha256 = scoring_network(data, network, classifier, inception_weights)
+    if say and not getattr(model, "standard", True):
+        print(nonstandard_line(inception_weights, sha256), file=sys.stderr)
+    return model, sha256
+
+
 def evaluate_real(
-    num_samples: int = 10_000, seed: int = 0, dataset: str | None = None, data_root: str = "data", classifier: str = ""
+    num_samples: int = 10_000,
+    seed: int = 0,
+    dataset: str | None = None,
+    data_root: str = "data",
+    classifier: str = "",
+    network: str = "dataset",
+    inception_weights: str = "",
 ) -> dict[str, Any]:
     """The same metrics for `num_samples` random training images: the floor a perfect generator reaches.
 
@@ -96,16 +118,16 @@ def evaluate_real(
         data = dataclasses.replace(
             data, name=dataset or spec.dataset, image_size=spec.image_size, channels=spec.channels
         )
-    network, record = network_for(data, classifier)
+    model, sha256 = _network(data, network, classifier, inception_weights, True)
     ensure_dataset(data)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    network.to(device)
+    model.to(device)
     images = load_dataset(data).images
     pick = torch.randperm(len(images), generator=torch.Generator().manual_seed(seed))[:num_samples]
-    features, probs = embed_and_classify(network, images[pick].float().div(255))
-    reference = reference_for(data, network, record["sha256"])
-    return {**score(features, probs, reference, seed, network.spec.name), "generator": f"{data.name} training split",
-            "seed": seed, "classifier_sha256": record["sha256"]}  # fmt: skip
+    features, probs = embed_and_classify(model, images[pick].float().div(255))
+    reference = reference_for(data, model, sha256)
+    return {**score(features, probs, reference, seed, model.name), "generator": f"{data.name} training split",
+            "reference": describe_reference(data, reference), "seed": seed, "classifier_sha256": sha256}  # fmt: skip
 
 
 def eval_output(source: Path | None, out: Path | None) -> Path:

@@ -67,6 +67,19 @@ def write_samples(images: torch.Tensor, out: str | Path, columns: int | None = N
     raise UserError(f"--out {out}: use a folder (DIR/), a .png (grid) or a .npy (uint8 array) file name")
 
 
+def save_animation(frames: torch.Tensor, path: Path, fps: float, min_side: int = 128) -> str:
+    """Write (N, C, H, W) frames in [0, 1] as a looping GIF at `fps` frames per second, each frame enlarged by the
+    smallest whole factor that makes it at least `min_side` pixels (nearest neighbour: the pixels stay sharp).
+    Returns what was written, in words."""
+    factor = max(1, math.ceil(min_side / frames.shape[-1]))
+    pixels = to_pixels(frames.repeat_interleave(factor, dim=-1).repeat_interleave(factor, dim=-2))
+    images = [Image.fromarray(p) for p in pixels]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # GIF times frames in centiseconds; Pillow rounds the milliseconds given to them.
+    images[0].save(path, save_all=True, append_images=images[1:], duration=round(1000 / fps), loop=0)
+    return f"an animation of {len(images)} frames ({fps:g} per second, {images[0].width} px) to {path}"
+
+
 def _write_png_folder(images: torch.Tensor, folder: Path) -> str:
     """Numbered PNG files (000000.png, ...): the input FID tools expect. A folder with PNGs in it is refused, so
     no sample of an earlier call is scored with these."""

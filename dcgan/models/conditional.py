@@ -26,7 +26,11 @@ class ConditionalGenerator(nn.Module):
 
     def forward(self, z: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """(N, z_dim) noise and (N,) class indices -> (N, C, H, W) images."""
-        return self.inner(torch.cat([z, self.embed(labels).to(z.dtype)], dim=1))
+        return self.from_class_vectors(z, self.embed(labels))
+
+    def from_class_vectors(self, z: torch.Tensor, vectors: torch.Tensor) -> torch.Tensor:
+        """Images from noise and class embeddings (N, class_dim), which may lie between classes (a class walk)."""
+        return self.inner(torch.cat([z, vectors.to(z.dtype)], dim=1))
 
 
 class ChannelsDiscriminator(nn.Module):

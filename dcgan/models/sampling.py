@@ -31,16 +31,25 @@ def per_class_labels(num_classes: int, columns: int) -> torch.Tensor:
 
 @torch.no_grad()
 def render(
-    generator: nn.Module, noise: torch.Tensor, pixel_range: str, labels: torch.Tensor | None = None
+    generator: nn.Module,
+    noise: torch.Tensor,
+    pixel_range: str,
+    labels: torch.Tensor | None = None,
+    class_vectors: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """G(noise[, labels]) with BatchNorm in eval mode, as images in [0, 1] on the CPU; G's mode is left as it was.
-    `labels` (class indices) for a conditional G, None for an unconditional one."""
+    `labels` (class indices) for a conditional G, None for an unconditional one; or `class_vectors`, class
+    embeddings (N, class_dim) of a conditional G (dcgan/models/walks.py)."""
     was_training = generator.training
     generator.eval()
     try:
         device = next(generator.parameters()).device
-        inputs = (noise.to(device),) if labels is None else (noise.to(device), labels.to(device))
-        return from_model_range(generator(*inputs).float(), pixel_range).cpu()
+        noise = noise.to(device)
+        if class_vectors is not None:
+            out = generator.from_class_vectors(noise, class_vectors.to(device))
+        else:
+            out = generator(noise) if labels is None else generator(noise, labels.to(device))
+        return from_model_range(out.float(), pixel_range).cpu()
     finally:
         generator.train(was_training)
 
