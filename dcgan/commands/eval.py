@@ -24,13 +24,16 @@ def add_parsers(sub: argparse._SubParsersAction, with_reference: bool) -> None:
     evaluate.add_argument("--data-root", help="the data's root (default: the run's data.root, else data)")
     evaluate.add_argument("--classifier", default="", help="feature network file (default: the run's, else shipped)")
     evaluate.add_argument(
-        "--network", choices=NETWORKS, default="dataset",
-        help="dataset: the data's feature network (fid_mnist, ...); inception: the standard Inception FID/KID",
+        "--network", choices=NETWORKS,
+        help="dataset: the data's feature network (fid_mnist, ...); inception: the standard Inception FID/KID "
+        "(default: the run's eval.network, else dataset)",
     )  # fmt: skip
     evaluate.add_argument(
-        "--inception-weights", default="", help="with --network inception: the weights file (default: torch hub cache)"
+        "--inception-weights", default="", help="Inception's weights file (default: the run's, else torch hub's cache)"
     )
     evaluate.add_argument("--dataset", choices=DATASETS, help="with --real: which data (default: mnist)")
+    evaluate.add_argument("--image-size", type=int, help="with --real --dataset folder: the size to read it at")
+    evaluate.add_argument("--channels", type=int, choices=(1, 3), help="with --real --dataset folder: 1 or 3")
     evaluate.add_argument("--out", type=Path, help="JSON file to write (default: eval.json beside the generator)")
 
 
@@ -45,13 +48,19 @@ def run(args: argparse.Namespace) -> None:
     args.source = local_source(args.source)
     if args.num_samples < 100 or (args.truncation is not None and args.truncation <= 0):
         raise UserError("--num-samples must be >= 100 and --truncation > 0")
-    if args.dataset and not args.real:
-        raise UserError("--dataset goes with --real; a generator is scored against the data it was trained on")
+    if (args.dataset or args.image_size or args.channels) and not args.real:
+        raise UserError(
+            "--dataset, --image-size and --channels go with --real; a generator is scored against its own data"
+        )
+    if (args.image_size is None) != (args.channels is None):
+        raise UserError("--image-size and --channels go together")
     out = eval_output(args.source, args.out)
     network = {"network": args.network, "inception_weights": args.inception_weights}
     if args.real:
         root = args.data_root or "data"
-        result = evaluate_real(args.num_samples, args.seed, args.dataset, root, args.classifier, **network)
+        shape = (args.image_size, args.channels) if args.image_size else None
+        network["network"] = args.network or "dataset"
+        result = evaluate_real(args.num_samples, args.seed, args.dataset, root, args.classifier, **network, shape=shape)
     else:
         result = evaluate(
             args.source, args.num_samples, args.seed, args.data_root, args.classifier, args.truncation, **network

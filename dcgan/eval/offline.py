@@ -17,8 +17,9 @@ from typing import Any
 
 import torch
 
-from dcgan.config import Config, DataConfig, load_config
+from dcgan.config import Config, DataConfig, EvalConfig, load_config
 from dcgan.data import ensure_dataset, load_dataset
+from dcgan.errors import UserError
 from dcgan.eval.evaluation import embed_generated, nonstandard_line, score
 from dcgan.eval.networks import embed_and_classify, load_classifier, scoring_network
 from dcgan.eval.reference import describe_reference, reference_for
@@ -36,17 +37,24 @@ def run_config(source: Path) -> Config | None:
 
 
 def scored_against(
-    source: Path, meta: dict[str, str], data_root: str | None, classifier: str
-) -> tuple[DataConfig, str]:
-    """(data, feature network file or "" for the shipped one) a generator is scored with."""
+    source: Path, meta: dict[str, str], data_root: str | None, classifier: str, network: str | None = None,
+    inception_weights: str = "",
+) -> tuple[DataConfig, EvalConfig]:  # fmt: skip
+    """(data, eval settings: network, classifier file, Inception weights) a generator is scored with: its run's,
+    where the arguments leave them unset."""
     run = run_config(source)
     if run is not None:
-        data, run_classifier = run.data, run.eval.classifier
+        data, settings = run.data, run.eval
     else:
-        data, run_classifier = DataConfig(**generator_data(meta)), ""
+        data, settings = DataConfig(**generator_data(meta)), EvalConfig()
     if data_root is not None:
         data = dataclasses.replace(data, root=data_root)
-    return data, classifier or run_classifier
+    return data, dataclasses.replace(
+        settings,
+        classifier=classifier or settings.classifier,
+        network=network or settings.network,
+        inception_weights=inception_weights or settings.inception_weights,
+    )
 
 
 def evaluate(
@@ -56,18 +64,18 @@ def evaluate(
     data_root: str | None = None,
     classifier: str = "",
     truncation: float | None = None,
-    network: str = "dataset",
+    network: str | None = None,
     inception_weights: str = "",
 ) -> dict[str, Any] | None:
     """Metrics of a generator file or run folder (under any launcher) in the space of `network` (see
-    EvalConfig.network); the result on the main process."""
+    EvalConfig.network; None: the run's); the result on the main process."""
     from dcgan.runtime import make_accelerator
 
     accelerator = make_accelerator(Config())
     file = resolve_generator_file(source)
     generator, meta = load_generator_and_metadata(file)
-    data, classifier = scored_against(source, meta, data_root, classifier)
-    model, sha256 = _network(data, network, classifier, inception_weights, accelerator.is_main_process)
+    data, settings = scored_against(source, meta, data_root, classifier, network, inception_weights)
+    model, sha256 = _network(data, settings, accelerator.is_main_process)
     started = time.perf_counter()
     features, probs, requested = embed_generated(
         generator.to(accelerator.device), meta.get("pixel_range", "signed"), model.to(accelerator.device),
@@ -90,12 +98,12 @@ def evaluate(
     }
 
 
-def _network(data: DataConfig, network: str, classifier: str, inception_weights: str, say: bool) -> tuple[Any, str]:
+def _network(data: DataConfig, settings: EvalConfig, say: bool) -> tuple[Any, str]:
     """(network, sha256 of its weights) for `dcgan eval`; says so once (`say`) where Inception's weights are not
     the standard ones."""
-    model, sha256 = scoring_network(data, network, classifier, inception_weights)
+    model, sha256 = scoring_network(data, settings.network, settings.classifier, settings.inception_weights)
     if say and not getattr(model, "standard", True):
-        print(nonstandard_line(inception_weights, sha256), file=sys.stderr)
+        print(nonstandard_line(settings.inception_weights, sha256), file=sys.stderr)
     return model, sha256
 
 
@@ -107,18 +115,25 @@ def evaluate_real(
     classifier: str = "",
     network: str = "dataset",
     inception_weights: str = "",
+    shape: tuple[int, int] | None = None,
 ) -> dict[str, Any]:
     """The same metrics for `num_samples` random training images: the floor a perfect generator reaches.
 
     The data is `dataset` (default: the --classifier's, else mnist); a folder takes its image size and
-    channels from its network."""
+    channels from its network, or from `shape` (image size, channels)."""
     data = DataConfig(name=dataset or "mnist", root=data_root)
+    if shape is not None:
+        data = dataclasses.replace(data, image_size=shape[0], channels=shape[1])
+        data.validate()
+    elif data.name == "folder" and not classifier:
+        raise UserError("--real --dataset folder: pass --image-size and --channels (or --classifier, which knows them)")
     if classifier:
         spec = load_classifier(Path(classifier))[0].spec
         data = dataclasses.replace(
             data, name=dataset or spec.dataset, image_size=spec.image_size, channels=spec.channels
         )
-    model, sha256 = _network(data, network, classifier, inception_weights, True)
+    settings = EvalConfig(network=network, classifier=classifier, inception_weights=inception_weights)
+    model, sha256 = _network(data, settings, True)
     ensure_dataset(data)
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     model.to(device)

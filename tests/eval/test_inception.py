@@ -82,8 +82,8 @@ def test_a_run_that_needs_missing_weights_refuses_at_start(tmp_path):
 @pytest.mark.slow
 def test_a_run_scored_with_inception_and_dcgan_eval_agree(tmp_path, fashion_pngs, random_weights):
     """A grey 28 px folder run evaluated in Inception space logs fid_inception and kid_inception, caches the
-    real images' statistics under the network's name, and `dcgan eval --network inception` gives the same
-    numbers for the same checkpoint, and says how many images it scored against which real ones."""
+    real images' statistics under the network's name, and `dcgan eval RUN` (the run's eval settings) gives the same
+    numbers for the same generator, and says how many images it scored against which real ones."""
     root = fashion_pngs[0]
     env = {**_env(), "DCGAN_CACHE": str(tmp_path / "cache")}
     run = tmp_path / "run"
@@ -98,8 +98,8 @@ def test_a_run_scored_with_inception_and_dcgan_eval_agree(tmp_path, fashion_pngs
     assert len(list((tmp_path / "cache").glob("folder-train-*-inception-*.safetensors"))) == 1
 
     out = tmp_path / "eval.json"
-    proc = run_python([sys.executable, "-m", "dcgan", "eval", str(run), "--network", "inception",
-                       "--inception-weights", str(random_weights), "--num-samples", "100",
+    # No --network or --inception-weights: `dcgan eval` takes the run's eval.network and its weights file.
+    proc = run_python([sys.executable, "-m", "dcgan", "eval", str(run), "--num-samples", "100",
                        "--out", str(out)], env=env)  # fmt: skip
     assert proc.returncode == 0, proc.stderr[-3000:]
     result = json.loads(out.read_text())
@@ -114,3 +114,28 @@ def test_eval_network_is_one_of_its_choices(tmp_path):
     proc = run_python([sys.executable, "train.py", "--config", "configs/smoke.yaml", f"output_dir={tmp_path}",
                        "eval.network=vgg"])  # fmt: skip
     assert proc.returncode == 2 and "eval.network" in proc.stderr and "dataset, inception" in proc.stderr
+
+
+def test_scores_in_inception_space_are_fid_and_kid_only_and_nan_for_a_diverged_g():
+    from dcgan.eval.evaluation import logged_keys, score
+    from dcgan.eval.reference import Reference
+
+    stream = torch.Generator().manual_seed(0)
+    real, fake = torch.randn(300, 8, generator=stream), torch.randn(300, 8, generator=stream) + 0.5
+    reference = Reference(real, *mean_and_covariance(real), torch.zeros(0, dtype=torch.float64), torch.zeros(0))
+    values = score(fake, fake.new_zeros(300, 0), reference, network="inception")
+    assert logged_keys("inception") == ("fid_inception", "kid_inception")
+    assert values["fid_inception"] == pytest.approx(
+        frechet_distance(*mean_and_covariance(fake), reference.mu, reference.sigma)
+    )
+    assert values["kid_inception"] > 0 and "is_inception" not in values and "precision" not in values
+    fake[0, 0] = float("nan")
+    diverged = score(fake, fake.new_zeros(300, 0), reference, network="inception")
+    assert all(diverged[k] != diverged[k] for k in ("fid_inception", "kid_inception", "kid_inception_std"))
+
+
+def test_real_images_of_a_folder_need_their_size():
+    from dcgan.eval.offline import evaluate_real
+
+    with pytest.raises(UserError, match="pass --image-size and --channels"):
+        evaluate_real(dataset="folder", data_root="anywhere", network="inception")
