@@ -111,7 +111,7 @@ class RunLog:
             acc.init_trackers(log.project, config, init_kwargs=init_kwargs)
             if log.tracker == "wandb" and self.main:
                 run = acc.get_tracker("wandb", unwrap=True)
-                for name in ("eval/fid_*", "eval/kid", "eval/kid_*"):  # lower is better: tables show the best value
+                for name in ("eval/fid_*", "eval/kid", "eval/kid_inception"):  # lower is better: tables show the best
                     run.define_metric(name, summary="min")
         except Exception as e:  # noqa: BLE001 - any tracker failure must leave training running
             self._tracker_failed("start", e)
