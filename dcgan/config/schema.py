@@ -38,6 +38,10 @@ class DataConfig:
     centre-cropped to it once, at load; MNIST and Fashion-MNIST are 28."""
     channels: int = 1
     """1 (grey) or 3 (RGB); folder images are converted at load; MNIST and Fashion-MNIST have 1."""
+    background: Literal["white", "black"] = "white"
+    """folder: the colour transparent pixels are composited over (RGBA, grey + alpha, palette images with
+    transparency). White: transparent icons, logos and cut-out product photos are drawn for light pages.
+    Changing it re-decodes the folder (the cache is keyed by it)."""
     skip_bad_images: bool = False
     """folder: skip unreadable or truncated files (counted, the first few named at start) instead of stopping."""
     device_budget_gb: float = may_change(4.0)

@@ -1,8 +1,9 @@
 """A folder of your own images (`data.name=folder`): found recursively, decoded once, cached as uint8.
 
 Labels follow the ImageFolder convention: when the root holds no images itself, each first-level
-subfolder is a class (names sorted). Every image is EXIF-rotated, converted to grey or RGB, resized
-on its short side and centre-cropped to `data.image_size`, once; the array is cached
+subfolder is a class (names sorted). Every image is EXIF-rotated, converted to grey or RGB (transparent
+pixels over `data.background`, 16-bit scaled to 8), resized on its short side and centre-cropped to
+`data.image_size`, once; the array is cached
 (dcgan/data/cache.py) so later runs, and every rank, read it back instead of decoding again.
 """
 
@@ -25,6 +26,7 @@ from dcgan.errors import UserError
 
 SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 RESAMPLE = Image.Resampling.BICUBIC
+BACKGROUNDS = {"black": (0, 0, 0), "white": (255, 255, 255)}  # data.background: under transparent pixels
 SKIPPED_SHOWN = 3  # unreadable files named in the summary line; all of them are in the cache's info.json
 
 
@@ -103,27 +105,45 @@ def settings(cfg: DataConfig) -> dict:
         "skip_bad_images": cfg.skip_bad_images,
         "resample": RESAMPLE.name,
         "jpeg_draft": True,
+        "background": cfg.background,
         "pillow": PIL.__version__,
     }
 
 
-def decode(path: Path, size: int, channels: int) -> np.ndarray:
-    """One image file -> uint8 (channels, size, size): EXIF-rotated, converted, short side resized, centre-cropped."""
+def flatten(image: Image.Image, mode: str, background: str = "white") -> Image.Image:
+    """Any Pillow image -> `mode` ("L" or "RGB") as its owner meant it to look:
+    - transparency (an alpha channel, or a palette or colour marked transparent) composited over the
+      `background` colour, not dropped to whatever colour lies under it; palette images go through RGBA,
+      which is also what Pillow's warning about palette transparency asks for;
+    - 16-bit grey scaled to 8 bits (Pillow's own conversion clips everything above 255 to white);
+    - CMYK by Pillow's conversion, which undoes the inverted CMYK of Adobe's JPEGs (no ICC profile is applied).
+    """
+    if image.mode.startswith("I;16") or (image.mode == "I" and image.format == "PNG"):
+        image = Image.fromarray((np.asarray(image, dtype=np.float64) / 257).round().clip(0, 255).astype(np.uint8))
+    if image.mode in ("RGBA", "LA", "PA", "RGBa", "La") or "transparency" in image.info:
+        layer = image.convert("RGBA")
+        image = Image.alpha_composite(Image.new("RGBA", image.size, BACKGROUNDS[background] + (255,)), layer)
+    return image.convert(mode) if image.mode != mode else image
+
+
+def decode(path: Path, size: int, channels: int, background: str = "white") -> np.ndarray:
+    """One image file -> uint8 (channels, size, size): EXIF-rotated, flattened (`flatten`), short side resized,
+    centre-cropped."""
     mode = "L" if channels == 1 else "RGB"
     with Image.open(path) as image:
         # JPEG only: libjpeg decodes at 1/2 to 1/8 scale while the short side stays >= size, several
         # times faster for photos much larger than the target.
         image.draft(mode, (size, size))
-        image = ImageOps.exif_transpose(image).convert(mode)
+        image = flatten(ImageOps.exif_transpose(image), mode, background)
     if image.size != (size, size):
         image = ImageOps.fit(image, (size, size), method=RESAMPLE)
     array = np.asarray(image)
     return array[None] if channels == 1 else array.transpose(2, 0, 1)
 
 
-def _decode_or_reason(path: Path, size: int, channels: int) -> np.ndarray | str:
+def _decode_or_reason(path: Path, size: int, channels: int, background: str) -> np.ndarray | str:
     try:
-        return decode(path, size, channels)
+        return decode(path, size, channels, background)
     except UnidentifiedImageError:
         return "not an image Pillow can read"
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as e:
@@ -141,7 +161,8 @@ def decode_all(listing: Listing, cfg: DataConfig) -> tuple[np.ndarray, np.ndarra
     # Pillow releases the GIL while it decodes and resizes, so threads share the work.
     pool = ThreadPoolExecutor(max_workers=min(8, os.cpu_count() or 1))
     try:
-        for i, result in enumerate(pool.map(_decode_or_reason, paths, [size] * len(paths), [channels] * len(paths))):
+        shape = [size] * len(paths), [channels] * len(paths), [cfg.background] * len(paths)
+        for i, result in enumerate(pool.map(_decode_or_reason, paths, *shape)):
             if isinstance(result, str):
                 if not cfg.skip_bad_images:
                     raise UserError(
