@@ -35,7 +35,7 @@ from dcgan.eval.metrics import (
     precision_recall,
 )
 from dcgan.eval.networks import embed_and_classify, scoring_network
-from dcgan.eval.reference import Reference, reference_for
+from dcgan.eval.reference import Reference, ensure_reference_data, reference_for
 from dcgan.models.sampling import sample_noise
 from dcgan.rng import derive_seed
 from dcgan.run import checkpoint
@@ -188,6 +188,7 @@ class Evaluator:
             self.network, self.network_sha256 = chosen[0].to(accelerator.device), chosen[1]
             if accelerator.is_main_process and not getattr(self.network, "standard", True):
                 print(nonstandard_line(settings.inception_weights, self.network_sha256), flush=True)
+            self.reference = self._reference()
         elif accelerator.is_main_process:
             print(
                 f"eval: off, no feature network ships for data.name={data.name}: set eval.network=inception "
@@ -196,6 +197,15 @@ class Evaluator:
                 "silences this)",
                 flush=True,
             )
+
+    def _reference(self) -> Reference:
+        """The real images' statistics, read or computed at start on every rank: computed by the main process alone
+        at the first evaluation, they would leave the other ranks waiting at their next collective, past
+        fault.timeout_s where they take long (10k Inception embeddings: most of an hour on one CPU core). The
+        main process fetches the data first (a download by every rank would race); the cache write is atomic."""
+        acc = self.accelerator
+        agree(acc, lambda: ensure_reference_data(self.data) if acc.is_main_process else None)
+        return agree(acc, lambda: reference_for(self.data, self.network, self.network_sha256))
 
     @property
     def enabled(self) -> bool:
@@ -221,8 +231,6 @@ class Evaluator:
         )
         if not acc.is_main_process:
             return None
-        if self.reference is None:
-            self.reference = reference_for(self.data, self.network, self.network_sha256)
         network = self.network.name
         values = score(features, probs, self.reference, seed, network, requested)
         seconds = time.perf_counter() - started

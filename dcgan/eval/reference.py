@@ -80,12 +80,19 @@ def describe_reference(data: DataConfig, reference: Reference) -> str:
     return f"{data.name} {'training images' if train else 'test split'} ({len(reference.features)} images)"
 
 
-def reference_for(data: DataConfig, network: nn.Module, network_sha256: str) -> Reference:
-    """The reference of `data` in `network`'s space: read from the cache, else computed and cached (atomic
-    write). Main process only."""
+def ensure_reference_data(data: DataConfig) -> None:
+    """Download the reference split if it is missing and `data.download` allows (MNIST's, Fashion-MNIST's test
+    split); a folder's reference is its training images, already there."""
     source, train = reference_split(data)
     if not train:
         ensure_idx(source)
+
+
+def reference_for(data: DataConfig, network: nn.Module, network_sha256: str) -> Reference:
+    """The reference of `data` in `network`'s space: read from the cache, else computed and cached (atomic
+    write, so ranks may call it at once)."""
+    ensure_reference_data(data)
+    source, train = reference_split(data)
     data_sha = fingerprint(source, train)
     split = "train" if train else "test"
     kind = "clf" if network.classes else network.name  # "clf": the name caches of dataset networks always had
