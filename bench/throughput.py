@@ -25,6 +25,7 @@ import warnings
 from pathlib import Path
 
 import torch
+from accelerate.state import AcceleratorState
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))  # run as a script: the reference lives beside it
 
@@ -293,6 +294,8 @@ def matrix(args: argparse.Namespace) -> dict[str, object]:
             for precision in ("no", "bf16", "auto"):
                 one = argparse.Namespace(**{**vars(args), "precision": precision, "only": "framework",
                                             "set": [*args.set, *sets]})  # fmt: skip
+                # Accelerate keeps one state per process and refuses another precision in it: start afresh.
+                AcceleratorState._reset_state(reset_partial_state=True)
                 timed = run(one)
                 rows.append({"model": model, "precision": precision, **timed["framework"],
                              "resolved_precision": timed["setting"]["resolved_precision"]})  # fmt: skip

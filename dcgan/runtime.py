@@ -68,8 +68,11 @@ def resolve_precision(train: TrainConfig) -> tuple[str, str]:
 
 
 def make_accelerator(cfg: Config) -> Accelerator:
+    """The Accelerator of a run (or of `dcgan eval`) for `cfg`; `train.mixed_precision=auto` stands for what it picks
+    here (a training run has settled it before: dcgan/run/session.py settle_precision)."""
     check_device_settings(cfg.train)
     cpu = on_cpu(cfg.train)
+    precision = resolve_precision(cfg.train)[0]
     # D runs two forwards (real, fake) before one backward. With broadcast_buffers=True, DDP
     # overwrites BatchNorm buffers in place between them, which raises an autograd error on
     # torch 2.6 up to the fix in 2.14. Every rank updates its BN buffers from its own batches
@@ -87,7 +90,7 @@ def make_accelerator(cfg: Config) -> Accelerator:
         accelerator = Accelerator(
             # Without cpu=True a `--multi_gpu` launch on a GPU-less host starts independent rank-0 processes.
             cpu=cpu,
-            mixed_precision=cfg.train.mixed_precision,
+            mixed_precision=precision,
             kwargs_handlers=[ddp, InitProcessGroupKwargs(timeout=timedelta(seconds=cfg.fault.timeout_s))],
             dynamo_plugin=_dynamo_plugin(cfg.train, cpu),
             log_with=trackers,
@@ -107,9 +110,9 @@ def make_accelerator(cfg: Config) -> Accelerator:
         )
     if accelerator.num_processes > 1:
         introduce(accelerator.process_index)
-        precisions = gather_per_rank(accelerator, cfg.train.mixed_precision)
+        precisions = gather_per_rank(accelerator, precision)
         if len(set(precisions)) > 1:
-            shown = ", ".join(f"rank {rank} {precision}" for rank, precision in enumerate(precisions))
+            shown = ", ".join(f"rank {rank} {p}" for rank, p in enumerate(precisions))
             raise UserError(
                 f"the ranks would train in different precisions ({shown}): train.mixed_precision=auto picks by "
                 "each machine's hardware; set train.mixed_precision to one value for all of them"

@@ -165,7 +165,7 @@ class TrainConfig:
     """Stop after this many optimisation steps (one D step plus one G step each), if set."""
     batch_size: int = 32
     """Per process: the global batch is batch_size x number of processes."""
-    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "no"
+    mixed_precision: Literal["auto", "no", "fp16", "bf16"] = "auto"
     """Autocast precision; part of the recipe (bf16 and fp16 round differently, fp16 adds a loss scaler). `auto`
     picks bf16 on a GPU or CPU that computes it natively (Ampere and later; AVX512-BF16, AMX, Arm BF16), fp16
     with gradient scaling on an older GPU, fp32 (`no`) elsewhere; the start line says what it picked and why,

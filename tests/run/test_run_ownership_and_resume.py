@@ -26,7 +26,7 @@ from helpers import wandb_reader
 # What defines a run. The policy is declared on the config fields (config.may_change); this list only
 # makes a change of policy a visible decision in review.
 RUN_DEFINING = {
-    "seed", "data.name", "data.pixel_range", "data.limit", "data.image_size", "data.channels",
+    "seed", "data.name", "data.pixel_range", "data.limit", "data.image_size", "data.channels", "data.background",
     "data.skip_bad_images", "model.name", "model.z_dim", "model.width", "model.conditional", "model.d_conditioning",
     "model.class_dim", "model.output_bias", "model.d_spectral_norm", "train.batch_size",
     "train.mixed_precision", "train.sync_batchnorm", "train.loss", "train.g_first", "train.real_label",
