@@ -31,7 +31,7 @@ from dcgan.models import build_models  # noqa: E402
 from dcgan.runtime import make_accelerator  # noqa: E402
 from helpers.inception_weights import write_random_inception_weights  # noqa: E402
 
-SHAPES = {"28px grey (tutorial G)": (28, 1, "auto"), "64px RGB (paper G)": (64, 3, "auto")}
+SHAPES = {"28px grey (tutorial G)": (28, 1), "64px RGB (paper G)": (64, 3)}  # model.name=auto picks the G
 
 
 def main() -> None:
@@ -48,9 +48,9 @@ def main() -> None:
     accelerator = make_accelerator(Config())
     network.to(accelerator.device)
     results = {"machine": hardware.describe(accelerator.device), "threads": args.threads, "rows": []}
-    for label, (size, channels, name) in SHAPES.items():
+    for label, (size, channels) in SHAPES.items():
         torch.manual_seed(0)
-        generator = build_models(ModelConfig(name=name), size, channels)[0].eval().to(accelerator.device)
+        generator = build_models(ModelConfig(), size, channels)[0].eval().to(accelerator.device)
         started = time.perf_counter()
         features, probs, _ = embed_generated(generator, "signed", network, args.num_samples, 0, accelerator)
         embedded = time.perf_counter() - started

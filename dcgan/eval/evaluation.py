@@ -75,18 +75,17 @@ def score(
         return nan | accuracy | {"coverage": [], "num_samples": len(features), "network": network}
     reference = reference.to(features.device)
     mu, sigma = mean_and_covariance(features)
-    if probs.shape[1] == 0:
-        kid, kid_std = kernel_inception_distance(reference.features, features, subsets=KID_SUBSETS, seed=seed)
-        fid = frechet_distance(mu, sigma, reference.mu, reference.sigma)
-        return {f"fid_{network}": fid, kid_key: kid, f"{kid_key}_std": kid_std, **accuracy,
-                "num_samples": len(features), "network": network}  # fmt: skip
-    kid, kid_std = kernel_inception_distance(reference.features, features, seed=seed)
+    has_classes = probs.shape[1] > 0
+    subsets = {} if has_classes else {"subsets": KID_SUBSETS}
+    kid, kid_std = kernel_inception_distance(reference.features, features, seed=seed, **subsets)
+    values = {f"fid_{network}": frechet_distance(mu, sigma, reference.mu, reference.sigma), kid_key: kid,
+              f"{kid_key}_std": kid_std}  # fmt: skip
+    if not has_classes:
+        return values | accuracy | {"num_samples": len(features), "network": network}
     precision, recall = precision_recall(reference.features, features, reference.radii)
     coverage = class_coverage(probs, reference.shares)
     return {
-        f"fid_{network}": frechet_distance(mu, sigma, reference.mu, reference.sigma),
-        "kid": kid,
-        "kid_std": kid_std,
+        **values,
         f"is_{network}": inception_score(probs),
         "coverage_min": coverage.min().item(),
         "precision": precision,
