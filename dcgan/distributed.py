@@ -76,6 +76,12 @@ def gather_per_rank(accelerator: Accelerator, obj: T) -> list[T]:
     return list(gather_object([obj])) if accelerator.num_processes > 1 else [obj]
 
 
+def processes_here(accelerator: Accelerator) -> int:
+    """How many ranks run on this machine (a collective): those that share its memory and page cache."""
+    hosts = gather_per_rank(accelerator, socket.gethostname())
+    return hosts.count(hosts[accelerator.process_index])
+
+
 # -- losing one --------------------------------------------------------------------------------------------------------
 
 ROLL_CALL_S = 5.0  # how long a rank that lost a peer waits for the others to answer

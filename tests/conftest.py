@@ -12,6 +12,7 @@ WANDB_DATA = REPO / ".pytest_cache" / "wandb"
 # reference statistics for fid_mnist & co. cached there too instead of the user's home.
 os.environ.update(OMP_NUM_THREADS="1", WANDB_MODE="offline", WANDB_DATA_DIR=str(WANDB_DATA), PYTHONUNBUFFERED="1")
 os.environ.setdefault("DCGAN_CACHE", str(REPO / ".pytest_cache" / "dcgan"))
+os.environ["HF_DATASETS_CACHE"] = str(REPO / ".pytest_cache" / "hf-datasets")  # parquet files become arrow there
 os.environ.pop("ACCELERATE_USE_CPU", None)
 
 import json

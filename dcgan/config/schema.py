@@ -18,13 +18,16 @@ from dcgan.config.fields import check, check_architecture, may_change
 class DataConfig:
     """The training images: which dataset, where it lives, how it is fed to the networks."""
 
-    name: Literal["mnist", "fashion_mnist", "folder"] = "mnist"
-    """Dataset: MNIST or Fashion-MNIST (IDX files, 28x28 grey), or `folder`: your own images under `root`."""
+    name: Literal["mnist", "fashion_mnist", "folder", "hf"] = "mnist"
+    """Dataset: MNIST or Fashion-MNIST (IDX files, 28x28 grey), `folder`: your own images under `root`, or
+    `hf`: a Hugging Face `datasets` dataset (`pip install 'dcgan[hf]'`)."""
     root: str = may_change("data")
     """mnist, fashion_mnist: a folder in torchvision's layout (`ROOT/MNIST/raw/*-ubyte`, `ROOT/FashionMNIST/raw/`);
     folder: the folder of images (png, jpg, jpeg, webp, bmp; searched recursively; when it holds no images
-    itself, each first-level subfolder is a class). Where the data is, not what it is, so a resumed run may
-    find it elsewhere (another node's mount); the number of images is still checked."""
+    itself, each first-level subfolder is a class); hf: a folder written by `save_to_disk`, a .parquet or
+    .arrow file, or a Hub name (USER/NAME, its `train` split, through the Hugging Face cache). Where the data
+    is, not what it is, so a resumed run may find it elsewhere (another node's mount); the number of images
+    is still checked."""
     download: bool = may_change(True)
     """Download MNIST or Fashion-MNIST into `root` when the files are missing (main process only)."""
     pixel_range: Literal["signed", "unit"] = "signed"
@@ -32,18 +35,28 @@ class DataConfig:
     [-1, 1] trained best on MNIST; without R1, [0, 1] did, since this bias-free G's Tanh sits at 0 where
     its features are 0 (two seeds, 20 epochs each: docs/results.md)."""
     limit: int = 0
-    """Use only the first `limit` training images (0 = all; a folder's in sorted path order); for smoke tests."""
+    """Use only the first `limit` training images (0 = all; a folder's in sorted path order, a dataset's in row
+    order); for smoke tests and small-data runs."""
     image_size: int = 28
     """Side of the square images: 28, 32 or 64. Folder images are resized on their short side and
     centre-cropped to it once, at load; MNIST and Fashion-MNIST are 28."""
     channels: int = 1
     """1 (grey) or 3 (RGB); folder images are converted at load; MNIST and Fashion-MNIST have 1."""
     background: Literal["white", "black"] = "white"
-    """folder: the colour transparent pixels are composited over (RGBA, grey + alpha, palette images with
+    """folder, hf: the colour transparent pixels are composited over (RGBA, grey + alpha, palette images with
     transparency). White: transparent icons, logos and cut-out product photos are drawn for light pages.
-    Changing it re-decodes the folder (the cache is keyed by it)."""
+    Changing it re-decodes the images (the cache is keyed by it)."""
     skip_bad_images: bool = False
-    """folder: skip unreadable or truncated files (counted, the first few named at start) instead of stopping."""
+    """folder, hf: skip unreadable or truncated images (counted, the first few named at start) instead of stopping."""
+    image_column: str = "image"
+    """hf: the column holding the images (an `Image` feature, or encoded bytes)."""
+    label_column: str = "label"
+    """hf: the column holding the class of each image (a `ClassLabel` gives the class names; integers are
+    named by their value); a dataset without it is unlabelled."""
+    host_budget_gb: float | None = may_change(None)
+    """folder, hf: the most host memory the decoded images may take on a machine (as uint8, one copy per
+    process of that machine); null: 90% of what is free at start. A larger set is memory-mapped from its
+    cache file instead of read into memory (docs/data.md): the same batches, at the page cache's speed."""
     device_budget_gb: float = may_change(4.0)
     """Keep the training images on the training device when they take at most this many GB (as uint8);
     a larger set stays in host memory and each batch is copied over."""
@@ -53,11 +66,17 @@ class DataConfig:
         check(self.image_size in IMAGE_SIZES, "data.image_size", f"must be 28, 32 or 64, got {self.image_size}")
         check(self.channels in (1, 3), "data.channels", f"must be 1 (grey) or 3 (RGB), got {self.channels}")
         check(self.device_budget_gb >= 0, "data.device_budget_gb", "must be >= 0 (0 keeps the images in host memory)")
-        idx = self.name != "folder"
+        check(
+            self.host_budget_gb is None or self.host_budget_gb >= 0,
+            "data.host_budget_gb",
+            "must be >= 0 (0 memory-maps the images), or null for 90% of the free memory",
+        )
+        idx = self.name in ("mnist", "fashion_mnist")
         check(
             not idx or (self.image_size, self.channels) == (28, 1),
             "data.image_size" if self.image_size != 28 else "data.channels",
-            f"{self.name} is 28x28 grey: use data.image_size=28 and data.channels=1 (other sizes: data.name=folder)",
+            f"{self.name} is 28x28 grey: use data.image_size=28 and data.channels=1 "
+            "(other sizes: data.name=folder or hf)",
         )
 
 

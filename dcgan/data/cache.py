@@ -1,11 +1,17 @@
-"""Decoded folder arrays on disk, one entry per (file list, sizes, mtimes, preprocessing settings).
+"""Decoded images on disk, one entry per (source content, preprocessing settings).
 
-Decoding and resizing thousands of images takes minutes; reading the array back takes a moment. The
-key hashes every file's relative path, size and mtime plus every setting that shapes the array, so a
-changed folder or setting makes a new entry and an entry is never stale. Entries live under the user
-cache (`$DCGAN_CACHE`, else `$XDG_CACHE_HOME/dcgan`, else `~/.cache/dcgan`) as `folders/<key>/`
-holding images.npy, labels.npy (labelled folders) and info.json; each is written into a hidden folder
-and renamed into place, so an entry that exists is complete.
+Decoding and resizing thousands of images takes minutes; reading the array back takes a moment. The key
+hashes what identifies the source's content (a folder's relative paths, sizes and mtimes; a Hugging Face
+dataset's fingerprint) plus every setting that shapes the array, so a changed source or setting makes a
+new entry and an entry is never stale. Entries live under the user cache (`$DCGAN_CACHE`, else
+`$XDG_CACHE_HOME/dcgan`, else `~/.cache/dcgan`) as `folders/<key>/` holding
+
+- images.u8: the images as one C-ordered uint8 array (N, C, S, S) without a header, so that every rank
+  can write its share of it in place and a run can memory-map it instead of reading it whole;
+- labels.npy (labelled sources) and info.json (the shape, classes, skipped files, settings).
+
+An entry is built in `folders/.partial-<key>/` and renamed into place when complete: an entry that exists
+is whole, and a partial one left by a crash is never read (the next run starts it again).
 """
 
 from __future__ import annotations
@@ -19,9 +25,11 @@ from typing import Any
 
 import numpy as np
 
+from dcgan.data.placement import amount
 from dcgan.errors import UserError
 
-FORMAT = "dcgan-folder-cache/1"
+FORMAT = "dcgan-image-cache/2"  # /1 kept the images as .npy, written by one process
+IMAGES, LABELS, INFO, OWNER = "images.u8", "labels.npy", "info.json", "owner"
 
 
 def cache_dir() -> Path:
@@ -30,9 +38,9 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "dcgan"
 
 
-def entry_key(files: list[list[Any]], settings: dict[str, Any]) -> str:
-    """sha256 of the (relative path, size, mtime_ns) rows and the preprocessing settings."""
-    text = json.dumps({"format": FORMAT, "files": files, "settings": settings}, sort_keys=True)
+def entry_key(content: Any, settings: dict[str, Any]) -> str:
+    """sha256 of what identifies the source's content and the preprocessing settings."""
+    text = json.dumps({"format": FORMAT, "files": content, "settings": settings}, sort_keys=True)
     return hashlib.sha256(text.encode()).hexdigest()
 
 
@@ -40,39 +48,97 @@ def entry_path(key: str) -> Path:
     return cache_dir() / "folders" / key[:32]
 
 
+def partial_path(entry: Path) -> Path:
+    return entry.with_name(f".partial-{entry.name}")
+
+
 def read_info(path: Path) -> dict[str, Any] | None:
     """The info.json of a complete entry; None if there is none (or it cannot be read)."""
     try:
-        info = json.loads((path / "info.json").read_text())
+        info = json.loads((path / INFO).read_text())
     except (OSError, ValueError):
         return None
     return info if isinstance(info, dict) and info.get("format") == FORMAT else None
 
 
-def read_arrays(path: Path, labelled: bool) -> tuple[np.ndarray, np.ndarray | None]:
-    """(images, labels or None) of a complete entry."""
+def open_images(path: Path, info: dict[str, Any], mapped: bool) -> np.ndarray:
+    """The entry's images: memory-mapped copy-on-write (`mapped`: pages are read on use, shared by every
+    process of the machine through the page cache, and a write never reaches the file), else read whole."""
+    shape = tuple(info["shape"])
     try:
-        return np.load(path / "images.npy"), np.load(path / "labels.npy") if labelled else None
+        if mapped:
+            return np.memmap(path / IMAGES, dtype=np.uint8, mode="c", shape=shape)
+        images = np.fromfile(path / IMAGES, dtype=np.uint8)
+        return images.reshape(shape)
     except (OSError, ValueError) as e:
         raise UserError(f"the decoded-image cache {path} is damaged ({e}); delete that folder and run again") from None
 
 
-def write_entry(path: Path, images: np.ndarray, labels: np.ndarray | None, info: dict[str, Any]) -> None:
-    """Write an entry atomically; a racing writer of the same key (another node) wins harmlessly."""
-    tmp = path.with_name(f".tmp-{path.name}-{os.getpid()}")
+def read_labels(path: Path) -> np.ndarray:
     try:
-        tmp.mkdir(parents=True, exist_ok=True)
-        np.save(tmp / "images.npy", images)
-        if labels is not None:
-            np.save(tmp / "labels.npy", labels)
-        (tmp / "info.json").write_text(json.dumps(info, indent=1))
-        os.replace(tmp, path)
+        return np.load(path / LABELS)
+    except (OSError, ValueError) as e:
+        raise UserError(f"the decoded-image cache {path} is damaged ({e}); delete that folder and run again") from None
+
+
+# -- building an entry ---------------------------------------------------------------------------------------------
+
+
+def start_partial(entry: Path, shape: tuple[int, ...], owner: str) -> None:
+    """Replace any partial entry left by an earlier run with an empty one: an images.u8 of `shape` (sparse
+    until written) and the `owner` token that tells the ranks which build they take part in."""
+    partial = partial_path(entry)
+    nbytes = int(np.prod(shape))
+    try:
+        shutil.rmtree(partial, ignore_errors=True)
+        partial.mkdir(parents=True)
+        free = shutil.disk_usage(partial).free
+        if nbytes > free:
+            shutil.rmtree(partial, ignore_errors=True)
+            raise UserError(
+                f"the decoded images need {amount(nbytes)} in {partial.parent}, which has {amount(free)} free; "
+                "set DCGAN_CACHE to a folder with room, or use part of the images with data.limit"
+            )
+        with open(partial / IMAGES, "wb") as f:
+            f.truncate(nbytes)
+        (partial / OWNER).write_text(owner)
     except OSError as e:
-        if (path / "info.json").is_file():  # someone else wrote the same entry first
-            return
         raise UserError(
-            f"cannot write the decoded-image cache in {path.parent} ({e.strerror or e}); "
+            f"cannot write the decoded-image cache in {partial.parent} ({e.strerror or e}); "
             "set DCGAN_CACHE to a writable folder"
         ) from None
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+
+
+def partial_owner(entry: Path) -> str | None:
+    """The owner token of the partial entry under way, if there is one."""
+    try:
+        return (partial_path(entry) / OWNER).read_text()
+    except OSError:
+        return None
+
+
+def finish_partial(entry: Path, kept: np.ndarray, row_shape: tuple[int, ...], labels: np.ndarray | None, info: dict):
+    """Close the gaps that skipped images left (rows not in `kept`, sorted), write labels and info.json,
+    and rename the partial entry into place. A racing build of the same key (another machine on a shared
+    cache) that finished first wins harmlessly."""
+    partial = partial_path(entry)
+    row = int(np.prod(row_shape))
+    with open(partial / IMAGES, "r+b") as f:
+        if len(kept) and not np.array_equal(kept, np.arange(len(kept))):
+            images = np.memmap(f, dtype=np.uint8, mode="r+", shape=(int(kept[-1]) + 1, row))
+            for start in range(0, len(kept), 1024):  # moves rows towards the front only: in order, never overwritten
+                rows = kept[start : start + 1024]
+                images[start : start + len(rows)] = images[rows]
+            images.flush()
+            del images
+        f.truncate(len(kept) * row)
+    if labels is not None:
+        np.save(partial / LABELS, labels)
+    (partial / INFO).write_text(json.dumps({"format": FORMAT, "shape": [len(kept), *row_shape], **info}, indent=1))
+    (partial / OWNER).unlink()
+    try:
+        os.replace(partial, entry)
+    except OSError:
+        if read_info(entry) is None:
+            raise
+        shutil.rmtree(partial, ignore_errors=True)

@@ -74,17 +74,20 @@ class Session:
         self.changes: dict[str, tuple] = {}  # {key: (old, new)} of the keys the resume changes
 
     def open(self) -> None:
-        """Own a writable run folder, then the dataset, the checkpoint to resume from and the config changes that
-        resume makes (refused if any defines the run): a collective, the main process does the work."""
-        found, self.changes = on_main(self.accelerator, self._claim)
+        """Own a writable run folder (the main process), make the dataset ready (every rank: a folder's images
+        are decoded by all of them), then find the checkpoint to resume from and the config changes that
+        resume makes (refused if any defines the run): collectives, a UserError on any rank raised on all."""
+        on_main(self.accelerator, self._claim)
+        ensure_dataset(self.cfg.data, self.accelerator)
+        found, self.changes = on_main(self.accelerator, self._resume_point)
         self.resumed_from = Path(found) if found else None
 
-    def _claim(self) -> tuple[str | None, dict[str, tuple]]:
-        cfg = self.cfg
-        self.lock = claim(self.run.root, cfg.fault.lock_stale_s, cfg.fault.lock_wait_s)
-        ensure_dataset(cfg.data)
-        found = checkpoint.resolve_resume(self.run.checkpoints, cfg.resume)
-        return (str(found), allowed_changes(found, cfg)) if found else (None, {})
+    def _claim(self) -> None:
+        self.lock = claim(self.run.root, self.cfg.fault.lock_stale_s, self.cfg.fault.lock_wait_s)
+
+    def _resume_point(self) -> tuple[str | None, dict[str, tuple]]:
+        found = checkpoint.resolve_resume(self.run.checkpoints, self.cfg.resume)
+        return (str(found), allowed_changes(found, self.cfg)) if found else (None, {})
 
     def release(self) -> None:
         """Give the run folder up (main process; other ranks hold nothing)."""

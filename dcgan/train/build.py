@@ -14,7 +14,7 @@ from accelerate import Accelerator
 
 from dcgan.config import Config
 from dcgan.data import ImageStore, ShardedBatches, load_dataset
-from dcgan.distributed import agree
+from dcgan.distributed import agree, processes_here
 from dcgan.errors import UserError
 from dcgan.models import build_models
 from dcgan.rng import derive_seed
@@ -41,8 +41,10 @@ class Parts:
 
 
 def build(cfg: Config, acc: Accelerator) -> Parts:
-    dataset = agree(acc, lambda: load_dataset(cfg.data))  # machines may hold different copies of the data
-    images = ImageStore(dataset.images, acc.device, cfg.data.device_budget_gb, acc.is_main_process)
+    # Machines may hold different copies of the data; the processes of one machine share its memory.
+    sharing = processes_here(acc)
+    dataset = agree(acc, lambda: load_dataset(cfg.data, sharing=sharing))
+    images = ImageStore(dataset.images, acc.device, cfg.data.device_budget_gb, acc.is_main_process, dataset.mapped)
     classes, labels = _labels(cfg, dataset, images.index_device)
     batches = ShardedBatches(len(images), cfg.train.batch_size, acc.num_processes, acc.process_index, cfg.seed)
     torch.manual_seed(cfg.seed)  # identical initial weights on every rank

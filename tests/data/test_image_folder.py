@@ -6,12 +6,13 @@ import subprocess
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from conftest import assert_same_tensors, load_weights, run_probe, run_train, write_png
 from dcgan.commands import cli
 from dcgan.config import DataConfig
-from dcgan.data import ImageStore, ensure_dataset, load_dataset, placement
-from dcgan.data import folder as folder_data
+from dcgan.data import ImageStore, building, decoding, ensure_dataset, folder, load_dataset, placement
+from dcgan.data import cache as cache_files
 from dcgan.errors import UserError
 
 FOLDER = ("data.name=folder", "data.download=false")
@@ -62,7 +63,7 @@ def test_the_cache_is_reused_until_a_file_or_a_setting_changes(tmp_path, cache, 
         raise AssertionError("decoded again despite the cache")
 
     with monkeypatch.context() as patch:
-        patch.setattr(folder_data, "decode", must_not_decode)
+        patch.setattr(decoding, "decode", must_not_decode)
         ensure_dataset(cfg)
         line = capsys.readouterr().out
         assert "6 images, 0 classes, 3x32x32 uint8, 18.0 kB (from the cache" in line
@@ -92,15 +93,84 @@ def test_skip_bad_images_counts_and_names_them(tmp_path, cache, capsys):
     assert load_dataset(cfg).images.shape == (4, 1, 28, 28)
 
 
-def test_a_folder_too_large_for_host_memory_says_what_to_do(tmp_path, cache, monkeypatch):
-    write_png(tmp_path / "images" / "a.png", np.zeros((64, 64, 3)))
-    monkeypatch.setattr(placement, "available_host_bytes", lambda: 10_000)
-    with pytest.raises(UserError) as err:
-        ensure_dataset(DataConfig(name="folder", root=str(tmp_path / "images"), image_size=64, channels=3))
-    assert str(err.value) == (
-        "the 1 images need 12.0 kB as uint8, more than the 9.8 kB of free host memory; "
-        "lower data.image_size (or data.channels), or use part of them with data.limit"
+def _mapped_files() -> set[str]:
+    return {line.split(maxsplit=5)[5].strip() for line in open("/proc/self/maps") if len(line.split(maxsplit=5)) == 6}
+
+
+@pytest.mark.parametrize(
+    "budget, free, why", [(0.0, None, "data.host_budget_gb=0.0"), (None, 10_000, "the 9.8 kB of free host memory")]
+)
+def test_images_over_the_host_budget_are_memory_mapped_from_the_cache(tmp_path, cache, monkeypatch, budget, free, why):
+    rng = np.random.default_rng(0)
+    for i in range(5):
+        write_png(tmp_path / "images" / f"{i}.png", rng.integers(0, 256, (40, 40, 3)))
+    cfg = DataConfig(name="folder", root=str(tmp_path / "images"), image_size=32, channels=3)
+    ensure_dataset(cfg)
+    in_memory = load_dataset(cfg)
+    assert in_memory.mapped == ""
+    if free is not None:
+        monkeypatch.setattr(placement, "available_host_bytes", lambda: free)
+    mapped = load_dataset(DataConfig(**{**vars(cfg), "host_budget_gb": budget}))
+    file = str(next(cache.iterdir()) / cache_files.IMAGES)
+    assert mapped.mapped == f"data: 15.0 kB of images exceed {why}: memory-mapped from {file}"
+    assert file in _mapped_files() and torch.equal(mapped.images, in_memory.images)
+    mapped.images[0] += 1  # copy-on-write: the cache file never changes
+    assert torch.equal(load_dataset(cfg).images, in_memory.images)
+
+
+def test_the_host_budget_counts_one_copy_per_process_of_the_machine():
+    quarter, plenty = 2**28, 10 * 2**30  # 256 MB of images; 10 GB free
+    assert placement.in_host_memory(quarter, 1.0, sharing=3, available=plenty) == (True, "")
+    assert placement.in_host_memory(quarter, 0.5, sharing=3, available=plenty) == (
+        False,
+        "data: 256.0 MB of images x 3 processes exceed data.host_budget_gb=0.5",
     )
+    assert placement.in_host_memory(quarter, None, sharing=3, available=2**29) == (
+        False,
+        "data: 256.0 MB of images x 3 processes exceed the 512.0 MB of free host memory",
+    )
+
+
+def test_a_partial_cache_left_by_a_crash_is_never_used_and_is_redone(tmp_path, cache, monkeypatch):
+    rng = np.random.default_rng(1)
+    for i in range(4):
+        write_png(tmp_path / "images" / f"{i}.png", rng.integers(0, 256, (28, 28)))
+    cfg = DataConfig(name="folder", root=str(tmp_path / "images"))
+
+    def crash(*args):
+        raise KeyboardInterrupt  # the run is killed while it decodes
+
+    with monkeypatch.context() as patch, pytest.raises(KeyboardInterrupt):
+        patch.setattr(building, "decode_rows", crash)
+        ensure_dataset(cfg)
+    (partial,) = cache.iterdir()
+    assert partial.name.startswith(".partial-") and (partial / cache_files.IMAGES).stat().st_size == 4 * 28 * 28
+    ensure_dataset(cfg)  # finds the partial entry: starts it again
+    assert [p.name for p in cache.iterdir()] == [partial.name.removeprefix(".partial-")]
+    expected = np.stack([np.asarray(Image.open(tmp_path / "images" / f"{i}.png"))[None] for i in range(4)])
+    assert np.array_equal(load_dataset(cfg).images.numpy(), expected)
+
+
+def test_worker_processes_decode_each_row_into_the_file_and_report_bad_ones(tmp_path, monkeypatch):
+    rng = np.random.default_rng(2)
+    for i in range(40):
+        write_png(tmp_path / "images" / f"{i:02}.png", rng.integers(0, 256, (30, 20)))
+    for i in (7, 31):
+        (tmp_path / "images" / f"{i:02}.png").write_bytes(b"junk")
+    listing = folder.scan(DataConfig(name="folder", root=str(tmp_path / "images")))
+    shape = (40, 1, 16, 16)
+    monkeypatch.setattr(decoding, "PROCESSES_FROM", 1)
+    monkeypatch.setattr(decoding, "CHUNK", 3)
+    results = {}
+    for workers in (1, 2):
+        target = tmp_path / f"images-{workers}.u8"
+        target.write_bytes(bytes(int(np.prod(shape))))
+        failed = decoding.decode_rows(listing, range(40), target, shape, "white", True, workers)
+        assert failed == [(7, "not an image Pillow can read"), (31, "not an image Pillow can read")]
+        results[workers] = np.fromfile(target, np.uint8).reshape(shape)
+    assert np.array_equal(results[1], results[2]) and results[2][8].any()
+    with pytest.raises(UserError, match=r"^cannot read image .*/07.png \(not an image Pillow can read\); remove"):
+        decoding.decode_rows(listing, range(40), tmp_path / "images-2.u8", shape, "white", False, 2)
 
 
 def test_an_unwritable_cache_says_where_to_put_it(tmp_path, monkeypatch):
@@ -194,8 +264,8 @@ def test_rgb_folder_at_64_px_on_two_processes_has_equal_weights_and_resumes_bit_
     assert proc.stdout.count("eval: off, no feature network ships for data.name=folder") == 1
     assert "320 images, 10 classes, 3x64x64 uint8" in proc.stdout
     _probe(split, *rgb, "train.max_steps=6")
-    proc, reports = _probe(split, *rgb, "train.max_steps=14")
-    assert "at step 6" in proc.stdout and reports[0]["steps"] == 14
+    proc, reports = _probe(split, *rgb, "train.max_steps=14", "data.host_budget_gb=0")  # from the map, same batches
+    assert "memory-mapped from" in proc.stdout and "at step 6" in proc.stdout and reports[0]["steps"] == 14
     last = "checkpoints/step_0000014"
     for name in ("generator.safetensors", "discriminator.safetensors", "generator_ema.safetensors"):
         assert_same_tensors(load_weights(full / last / name), load_weights(split / last / name))

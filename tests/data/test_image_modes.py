@@ -12,10 +12,15 @@ from PIL import Image
 
 from dcgan.config import DataConfig, load_config
 from dcgan.data import ensure_dataset, load_dataset
-from dcgan.data.folder import decode
+from dcgan.data.decoding import decode as decode_image
 from dcgan.errors import UserError
 
 RED = (255, 0, 0)
+
+
+def decode(path, size: int, channels: int, background: str = "white") -> np.ndarray:
+    with Image.open(path) as image:
+        return decode_image(image, size, channels, background)
 
 
 def _half_transparent_rgba(path):

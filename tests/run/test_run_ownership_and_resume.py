@@ -27,8 +27,9 @@ from helpers import wandb_reader
 # makes a change of policy a visible decision in review.
 RUN_DEFINING = {
     "seed", "data.name", "data.pixel_range", "data.limit", "data.image_size", "data.channels", "data.background",
-    "data.skip_bad_images", "model.name", "model.z_dim", "model.width", "model.conditional", "model.d_conditioning",
-    "model.class_dim", "model.output_bias", "model.d_spectral_norm", "train.batch_size",
+    "data.skip_bad_images", "data.image_column", "data.label_column", "model.name", "model.z_dim", "model.width",
+    "model.conditional", "model.d_conditioning", "model.class_dim", "model.output_bias", "model.d_spectral_norm",
+    "train.batch_size",
     "train.mixed_precision", "train.sync_batchnorm", "train.loss", "train.g_first", "train.real_label",
     "train.d_loss_scale", "train.ema_decay", "train.r1_gamma", "train.r1_every", "train.diffaugment",
 }  # fmt: skip
