@@ -129,9 +129,9 @@ def finish_partial(entry: Path, kept: np.ndarray, row_shape: tuple[int, ...], la
             for start in range(0, len(kept), 1024):  # moves rows towards the front only: in order, never overwritten
                 rows = kept[start : start + 1024]
                 images[start : start + len(rows)] = images[rows]
-            images.flush()
             del images
         f.truncate(len(kept) * row)
+        os.fsync(f.fileno())  # the images are on disk before info.json says the entry is complete
     if labels is not None:
         np.save(partial / LABELS, labels)
     (partial / INFO).write_text(json.dumps({"format": FORMAT, "shape": [len(kept), *row_shape], **info}, indent=1))
