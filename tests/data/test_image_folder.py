@@ -260,7 +260,7 @@ def test_rgb_folder_at_64_px_on_two_processes_has_equal_weights_and_resumes_bit_
     rgb = (*_rgb(fashion_pngs[0], 64), "data.limit=320", "eval.every_epochs=1")  # 10 steps per epoch
     full, split = tmp_path / "full", tmp_path / "split"
     proc, reports = _probe(full, *rgb, "train.max_steps=14")
-    assert reports[0]["steps"] == 14
+    assert reports[0]["steps"] == 14 and "into 3.8 MB with 1 thread on each of 2 ranks" in proc.stdout
     assert proc.stdout.count("eval: off, no feature network ships for data.name=folder") == 1
     assert "320 images, 10 classes, 3x64x64 uint8" in proc.stdout
     _probe(split, *rgb, "train.max_steps=6")
