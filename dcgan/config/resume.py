@@ -33,6 +33,17 @@ def resume_changes(saved: dict[str, Any], cfg: Config) -> tuple[dict[str, tuple]
     return fixed, free
 
 
+def upgrade_config(saved: dict[str, Any], version: int) -> dict[str, Any]:
+    """A checkpoint's saved config (written under checkpoint config_version `version`) in today's meaning.
+
+    Before version 2 a [0, 1] run's train.r1_gamma was per [0, 1] pixel; it is per [-1, 1] pixel now, four
+    times the number for the same penalty, so the resumed run trains on exactly as before."""
+    data, train = saved.get("data") or {}, saved.get("train") or {}
+    if version < 2 and data.get("pixel_range") == "unit" and train.get("r1_gamma"):
+        saved = {**saved, "train": {**train, "r1_gamma": train["r1_gamma"] * 4}}
+    return saved
+
+
 def change_lines(changes: dict[str, tuple]) -> list[str]:
     """`key: old -> new` for each change, sorted by key, values as YAML writes them."""
     return [f"{key}: {yaml_scalar(old)} -> {yaml_scalar(new)}" for key, (old, new) in sorted(changes.items())]

@@ -81,7 +81,7 @@ class DataConfig:
 
 
 IMAGE_SIZES = (28, 32, 64)
-AUGMENTATIONS = ("color", "translation", "cutout")  # dcgan/train/augment.py
+AUGMENTATIONS = ("xflip", "color", "translation", "cutout")  # dcgan/train/augment.py
 NETWORKS = ("dataset", "inception")  # eval.network: dcgan/eval/networks.py scoring_network
 
 
@@ -226,14 +226,27 @@ class TrainConfig:
     r1_gamma: float = 1.0
     """R1 gradient penalty on real images (Mescheder et al. 2018), gamma/2 x E||grad_x D(x)||^2 added to
     D's loss (0 = off). Lazy: computed every `r1_every` D steps and multiplied by r1_every (StyleGAN2).
-    The gradient is per pixel, so on [0, 1] images the same penalty is gamma / 4 (MNIST: 1 on [-1, 1]).
+    gamma is for [-1, 1] pixels whatever `data.pixel_range` is: on [0, 1] images the gradient per pixel is
+    twice as large, so the code weighs it by a quarter, and switching the range keeps the penalty (checkpoints
+    written before 2026-12-05, when a [0, 1] run's gamma was per [0, 1] pixel, are converted on resume).
     With train.compile, the R1 steps run D uncompiled (compiled graphs have no double backward)."""
     r1_every: int = 16
     """D steps between R1 penalties (1 = every step)."""
     diffaugment: tuple[str, ...] = ()
     """DiffAugment (Zhao et al. 2020): differentiable augmentations applied to every image D sees, real
     and fake alike, in the D and the G step, e.g. [translation, cutout]; any of color, translation,
-    cutout (dcgan/train/augment.py)."""
+    cutout, xflip (dcgan/train/augment.py). At a fixed strength: for small data see `ada_target`."""
+    ada_target: float = 0.0
+    """Adaptive discriminator augmentation (dcgan/train/ada.py, StyleGAN2-ADA): 0 = off; else the target of
+    the overfitting signal r_t = E[sign(D's logit on real images)] (the paper's 0.6). Each operation of
+    `ada_augment` is applied to every image D sees, real and fake, with a probability p that rises while r_t
+    is above the target and falls while it is below; p and r_t are logged as ada_p and ada_rt."""
+    ada_augment: tuple[str, ...] = ("translation", "color", "cutout")
+    """The operations adaptive augmentation applies, each with probability p (dcgan/train/augment.py).
+    Add xflip only where a mirrored image is still a real one (not digits or text)."""
+    ada_ramp_kimg: float = 100.0
+    """How fast p moves: at most from 0 to 1 over this many thousand training images (global batch x steps).
+    The paper's 500 is for runs of tens of millions of images; these runs see a few hundred thousand."""
 
     def validate(self) -> None:
         check(self.epochs >= 1, "train.epochs", "must be >= 1")
@@ -246,6 +259,15 @@ class TrainConfig:
         check(self.r1_every >= 1, "train.r1_every", "must be >= 1")
         unknown = sorted(set(self.diffaugment) - set(AUGMENTATIONS))
         check(not unknown, "train.diffaugment", f"unknown {unknown}; choose from {', '.join(AUGMENTATIONS)}")
+        check(0 <= self.ada_target < 1, "train.ada_target", "must be in [0, 1) (0 = off; the ADA paper's 0.6)")
+        check(self.ada_ramp_kimg > 0, "train.ada_ramp_kimg", "must be > 0")
+        unknown = sorted(set(self.ada_augment) - set(AUGMENTATIONS))
+        check(not unknown, "train.ada_augment", f"unknown {unknown}; choose from {', '.join(AUGMENTATIONS)}")
+        check(
+            not (self.ada_target and self.diffaugment),
+            "train.diffaugment",
+            "augments at a fixed strength; with train.ada_target the strength adapts: set one of them",
+        )
 
 
 @dataclass
@@ -375,6 +397,12 @@ class Config:
             not (self.model.name == "mlp" and self.data.pixel_range == "signed"),
             "data.pixel_range",
             "the mlp generator ends in a Sigmoid and cannot produce [-1, 1] images; set data.pixel_range=unit",
+        )
+        flips = "xflip" in self.train.diffaugment or (self.train.ada_target and "xflip" in self.train.ada_augment)
+        check(
+            not (flips and self.data.name == "mnist"),
+            "train.ada_augment" if self.train.ada_target else "train.diffaugment",
+            "xflip mirrors images, and a mirrored digit is not a digit: leave xflip out on MNIST",
         )
         for f in dataclasses.fields(self):
             section = getattr(self, f.name)

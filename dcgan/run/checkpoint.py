@@ -26,6 +26,7 @@ import yaml
 from safetensors import SafetensorError
 from safetensors.torch import load_file
 
+from dcgan.config.resume import upgrade_config
 from dcgan.errors import UserError
 from dcgan.io.files import file_sha256, fsync_dir, save_weights, write_atomic
 
@@ -33,6 +34,9 @@ FORMAT = "dcgan-checkpoint/1"
 GENERATOR_FORMAT = "dcgan-generator/1"
 AVERAGE_FILE = "generator_ema.safetensors"
 CONFIG_FILE = "config.yaml"
+# What the saved config's values mean; read_config converts older ones (dcgan/config/resume.py upgrade_config).
+# 2 (2026-12-05): train.r1_gamma is per [-1, 1] pixel whatever data.pixel_range is.
+CONFIG_VERSION = 2
 _PREFIX = "step_"
 
 
@@ -66,7 +70,7 @@ def save_checkpoint(
         if config is not None:
             write_atomic(tmp / CONFIG_FILE, lambda p: p.write_text(yaml.safe_dump(config, sort_keys=False)))
         files = {p.name: {"bytes": p.stat().st_size, "sha256": file_sha256(p)} for p in sorted(tmp.iterdir())}
-        manifest = {"format": FORMAT, "step": step, "files": files}
+        manifest = {"format": FORMAT, "step": step, "config_version": CONFIG_VERSION, "files": files}
         write_atomic(tmp / "manifest.json", lambda p: p.write_text(json.dumps(manifest, indent=1)))
         if final.exists():  # a re-save of the same step (e.g. a resumed run ending where it began)
             shutil.rmtree(final)
@@ -188,7 +192,11 @@ def read_config(path: Path) -> dict[str, Any] | None:
         raise UserError(f"cannot resume from {path}: {CONFIG_FILE} is unreadable ({e})") from None
     if not isinstance(config, dict):
         raise UserError(f"cannot resume from {path}: {CONFIG_FILE} does not hold a config")
-    return config
+    try:
+        version = json.loads((path / "manifest.json").read_text()).get("config_version", 1)
+    except (OSError, ValueError, AttributeError):
+        version = 1
+    return upgrade_config(config, version)
 
 
 def load_checkpoint(path: Path) -> tuple[dict[str, torch.Tensor], dict[str, torch.Tensor], dict[str, Any]]:

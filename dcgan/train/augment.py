@@ -7,7 +7,9 @@ per-rank noise stream, which checkpoints save), so an augmented run resumes exac
 
 `color`: brightness, saturation and contrast; `translation`: a shift of up to 1/8 of the side, zeros
 moving in; `cutout`: a square of half the side set to zero. Zero is the middle of [-1, 1] and black in
-[0, 1], as in the paper's code for both.
+[0, 1], as in the paper's code for both. `xflip` (not the paper's) mirrors half of the images left to
+right: for data that allows it (not digits). Adaptive augmentation (dcgan/train/ada.py) applies the same
+operations, each to an image with probability p.
 """
 
 from __future__ import annotations
@@ -67,11 +69,18 @@ def cutout(images: torch.Tensor, generator: torch.Generator, ratio: float = CUTO
     return images * keep[:, None].to(images.dtype)
 
 
-AUGMENT = {"color": color, "translation": translation, "cutout": cutout}
+def xflip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Mirror each image left to right with probability 1/2."""
+    flip = _uniform(images, generator) < 0.5
+    return torch.where(flip, images.flip(-1), images)
+
+
+AUGMENT = {"xflip": xflip, "color": color, "translation": translation, "cutout": cutout}
 
 
 def diff_augment(images: torch.Tensor, policy: Sequence[str], generator: torch.Generator) -> torch.Tensor:
-    """`images` through each transformation of `policy`, in the paper's order (color, translation, cutout)."""
+    """`images` through each transformation of `policy`, in the paper's order (color, translation, cutout;
+    xflip first)."""
     for name in AUGMENT:
         if name in policy:
             images = AUGMENT[name](images, generator)

@@ -24,6 +24,7 @@ from dcgan.run.pictures import fixed_inputs, grid_caption
 from dcgan.run.session import Session, settle_precision
 from dcgan.run.tracking import Meter, RunLog
 from dcgan.runtime import bare_model, make_accelerator
+from dcgan.train.ada import AdaptiveAugment
 from dcgan.train.build import build
 from dcgan.train.schedule import set_learning_rates
 from dcgan.train.state import TrainState
@@ -63,10 +64,15 @@ class Trainer:
         try:
             self.session.open()
             self.parts = parts = build(cfg, acc)
+            self.global_batch = cfg.train.batch_size * acc.num_processes
+            ada = None
+            if cfg.train.ada_target:  # adjusted at the stop check's cadence: global batch x check_every images
+                ada = AdaptiveAugment(cfg.train.ada_augment, cfg.train.ada_target, cfg.train.ada_ramp_kimg,
+                                      self.global_batch * cfg.fault.check_every, acc)  # fmt: skip
             self.step = GANStep(acc, (parts.G, parts.D), (parts.opt_g, parts.opt_d), cfg.train, cfg.optim,
-                                cfg.model.z_dim, parts.num_classes, parts.noise)  # fmt: skip
+                                cfg.model.z_dim, parts.num_classes, parts.noise, cfg.data.pixel_range, ada)  # fmt: skip
             self.state = TrainState(cfg, acc, (parts.G, parts.D), (parts.opt_g, parts.opt_d), parts.noise,
-                                    self._layout(), parts.average, parts.classes)  # fmt: skip
+                                    self._layout(), parts.average, parts.classes, ada)  # fmt: skip
             self.progress = self.state.progress  # the same object: the loop advances what checkpoints save
             self.evaluator = Evaluator(cfg.data, cfg.eval, cfg.seed, acc, self.session.run)
             if self.session.resumed_from is not None:
@@ -74,7 +80,6 @@ class Trainer:
         except BaseException:
             self.session.release()
             raise
-        self.global_batch = cfg.train.batch_size * acc.num_processes
         set_learning_rates(parts.opt_g, parts.opt_d, cfg.optim, self.global_batch, self.progress.step)
         self.fixed_noise, self.fixed_labels, self.grid_columns = fixed_inputs(
             cfg.seed, cfg.model.z_dim, parts.num_classes, acc.device
@@ -131,6 +136,7 @@ class Trainer:
         actions = [
             Every("log", self._log, steps=cfg.log.every_steps, also_step=total),
             Every("stop check", self._check_stop, steps=cfg.fault.check_every),
+            Every("adapt augmentation", self._adapt, steps=cfg.fault.check_every if cfg.train.ada_target else 0),
             Every("sample", self._sample_fixed, steps=cfg.log.sample_every, epochs=1),
             Every("checkpoint", self._save_once, steps=cfg.checkpoint.every_steps, epochs=1),
             Every("loss plot", self.session.plot, epochs=1),
@@ -198,6 +204,9 @@ class Trainer:
         if acc.device.type == "cuda":
             values["gpu_mem_GB"] = torch.cuda.max_memory_allocated(acc.device) / 2**30
         self.log.scalars(values, self.progress.step)
+
+    def _adapt(self) -> None:
+        self.step.ada.adjust()
 
     def _check_stop(self) -> None:
         run = self.session.run

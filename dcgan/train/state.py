@@ -23,6 +23,7 @@ from dcgan.rng import capture, restore
 from dcgan.run import checkpoint
 from dcgan.run.layout import RunDir
 from dcgan.runtime import bare_model
+from dcgan.train.ada import AdaptiveAugment
 from dcgan.train.ema import GeneratorAverage
 
 
@@ -81,6 +82,7 @@ class TrainState:
         layout: dict[str, int],
         average: GeneratorAverage | None,
         classes: tuple[str, ...] = (),
+        ada: AdaptiveAugment | None = None,
     ):
         self.cfg, self.accelerator = cfg, acc
         self.G, self.D = modules
@@ -89,6 +91,7 @@ class TrainState:
         self.average = average
         self.layout = layout
         self.classes = classes  # a conditional G's class names, in its checkpointed generator files
+        self.ada = ada  # adaptive augmentation's p and signal: saved per rank
         self.progress = Progress()
         self.clock = TrainClock()
         self.root = RunDir(Path(cfg.output_dir)).checkpoints
@@ -120,6 +123,8 @@ class TrainState:
         if acc.scaler is not None and "scaler" in state:
             acc.scaler.load_state_dict(state["scaler"])
         restore(state["rng"][acc.process_index], self.noise)
+        if self.ada is not None and "ada" in state:  # absent: saved without adaptive augmentation; p starts at 0
+            self.ada.load_state_dict(state["ada"][acc.process_index])
         vars(self.progress).update(state["progress"])
         self.clock.before = float(state.get("train_seconds", 0.0))  # absent before it was saved
         p = self.progress
@@ -138,9 +143,10 @@ class TrainState:
     def save(self) -> Path:
         """Write a checkpoint of this step (a collective: every rank must call it)."""
         rng_states = gather_per_rank(self.accelerator, capture(self.noise))
-        return on_main(self.accelerator, lambda: self._write(rng_states))
+        ada_states = gather_per_rank(self.accelerator, self.ada.state_dict()) if self.ada is not None else None
+        return on_main(self.accelerator, lambda: self._write(rng_states, ada_states))
 
-    def _write(self, rng_states: list) -> Path:
+    def _write(self, rng_states: list, ada_states: list | None) -> Path:
         acc, step = self.accelerator, self.progress.step
         state = {
             "optim_g": self.opt_g.state_dict(),
@@ -152,6 +158,8 @@ class TrainState:
         }
         if acc.scaler is not None:
             state["scaler"] = acc.scaler.state_dict()
+        if ada_states is not None:
+            state["ada"] = ada_states
         try:
             return checkpoint.save_checkpoint(
                 self.root,

@@ -1,9 +1,10 @@
 """One GAN iteration: a D step and a G step (in the order `train.g_first` gives), each with its own optimiser.
 
 The iteration is data plus phases, as in StyleGAN2-ADA's loss: the loss's pure functions (losses.py),
-DiffAugment wherever D sees images, and lazy regularisers, each a `LazyPhase` that runs every `every` D steps
-with its weight scaled by `every` (R1 on real images). Calling it returns the step's statistics, the gradient
-norms too on a measured step; nothing leaves by side channel, so a test calls it in-process.
+augmentation (DiffAugment or adaptive, ada.py) wherever D sees images, and lazy regularisers, each a
+`LazyPhase` that runs every `every` D steps with its weight scaled by `every` (R1 on real images). Calling it
+returns the step's statistics, the gradient norms too on a measured step; nothing leaves by side channel, so
+a test calls it in-process.
 
 Two DDP traps shape it: D is called twice per D step (real, then fake) before one backward (see the
 broadcast_buffers note in dcgan/runtime.py), and the G step must not all-reduce D's gradients, so it runs D
@@ -19,8 +20,12 @@ from accelerate import Accelerator
 
 from dcgan.config import OptimConfig, TrainConfig
 from dcgan.runtime import hot_optimizer
+from dcgan.train.ada import AdaptiveAugment
 from dcgan.train.augment import diff_augment
 from dcgan.train.losses import LOSSES, Stats, r1_penalty
+
+# R1's gamma is per [-1, 1] pixel: on [0, 1] images each pixel's gradient is twice as large, its square four times.
+R1_PER_RANGE = {"signed": 1.0, "unit": 0.25}
 
 Inputs = tuple[torch.Tensor, ...]  # D's inputs: (images,) or (images, classes)
 
@@ -57,6 +62,8 @@ class GANStep:
         z_dim: int,
         num_classes: int,
         noise: torch.Generator,
+        pixel_range: str = "signed",
+        ada: AdaptiveAugment | None = None,
     ):
         self.accelerator, self.train, self.optim = accelerator, train, optim
         self.G, self.D = networks
@@ -66,7 +73,8 @@ class GANStep:
         self._cuda_graphs = train.compile and accelerator.state.dynamo_plugin.mode == "reduce-overhead"
         self.z_dim, self.num_classes, self.noise = z_dim, num_classes, noise
         self.loss = LOSSES[train.loss]
-        self.r1 = LazyPhase("r1", train.r1_gamma, train.r1_every)
+        self.r1 = LazyPhase("r1", train.r1_gamma * R1_PER_RANGE[pixel_range], train.r1_every)
+        self.ada = ada
         # The newest lazily computed E||grad_x D(x)||^2, reported at every step between R1 steps.
         self.last_r1 = torch.zeros((), device=accelerator.device)
         self.phase: str | None = None  # "D" or "G" while that network's step runs: what a comm hook or profiler sees
@@ -104,11 +112,15 @@ class GANStep:
         # of the BatchNorm running statistics the eager graph saved, and its backward would refuse them.
         real_logits = self._discriminate(real, eager=r1_now)
         fake_logits = self._discriminate(fake, eager=r1_now)
+        if self.ada is not None:
+            self.ada.observe(real_logits)
         loss, stats = self.loss.d(real_logits, fake_logits, real_label=train.real_label, scale=train.d_loss_scale)
         if r1_now:
             loss = loss + self._r1_penalty(real_logits, real[0])
         if self.r1.gamma > 0:
             stats["r1"] = self.last_r1.clone()
+        if self.ada is not None:
+            stats.update(self.ada.stats())
         self.accelerator.backward(loss)
         self._before_step(self.D, self.opt_d, self.optim.clip_d, norms, 0)
         self._hot_opt_d.step()
@@ -138,13 +150,15 @@ class GANStep:
         return stats
 
     def _discriminate(self, inputs: Inputs, eager: bool = False) -> torch.Tensor:
-        """D's logits, the images through DiffAugment when it is on.
+        """D's logits, the images through DiffAugment or adaptive augmentation when one is on.
 
         eager: through the uncompiled D (still under DDP) when train.compile is on, for the R1 step's
         double backward, which compiled graphs cannot take."""
         policy = self.train.diffaugment
         if policy:
             inputs = (diff_augment(inputs[0], policy, self.noise), *inputs[1:])
+        elif self.ada is not None:
+            inputs = (self.ada(inputs[0], self.noise), *inputs[1:])
         return (self._D_eager if eager else self.D)(*inputs)
 
     def _before_step(

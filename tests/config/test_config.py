@@ -80,7 +80,10 @@ def test_override_wins_over_file(tmp_path):
         ("train.epochs.x=3", "config key train.epochs: expected an integer"),
         ("epochs", "override 'epochs' is not KEY=VALUE"),
         ("train.loss=wgan", "config key train.loss: must be one of bce, hinge, least_squares"),
-        ("train.diffaugment=[flip]", "config key train.diffaugment: unknown ['flip']; choose from color, translation"),
+        (
+            "train.diffaugment=[flip]",
+            "config key train.diffaugment: unknown ['flip']; choose from xflip, color, translation",
+        ),
         ("train.r1_every=0", "config key train.r1_every: must be >= 1"),
         ("optim.lr_scaling=cubic", "config key optim.lr_scaling: must be one of none, sqrt, linear"),
         ("optim.warmup_steps=-1", "config key optim.warmup_steps: must be >= 0"),

@@ -32,6 +32,7 @@ RUN_DEFINING = {
     "train.batch_size",
     "train.mixed_precision", "train.sync_batchnorm", "train.loss", "train.g_first", "train.real_label",
     "train.d_loss_scale", "train.ema_decay", "train.r1_gamma", "train.r1_every", "train.diffaugment",
+    "train.ada_target", "train.ada_augment", "train.ada_ramp_kimg",
 }  # fmt: skip
 
 
