@@ -34,6 +34,12 @@ RECIPE_OPTIONS = (
         # R1 on D steps 0, 2, 4 runs D uncompiled, the rest compiled: one all-reduce either way.
         pytest.param("train.compile=true train.r1_gamma=1 train.r1_every=2", id="compiled_r1"),
         pytest.param(RECIPE_OPTIONS, id="recipe"),
+        # Adaptive augmentation on a conditional GAN with the hinge loss: p is adjusted from both ranks'
+        # signs at steps 2, 4 and 6 and must be the same on each (else their augmentations would differ).
+        pytest.param(
+            "train.ada_target=0.01 train.ada_ramp_kimg=0.1 fault.check_every=2 model.conditional=true train.loss=hinge",
+            id="ada_conditional",
+        ),
     ],
 )
 def test_ddp_world_size_weight_equality_and_no_d_allreduce_in_g_step(tmp_path, data_root, order):
@@ -54,6 +60,8 @@ def test_ddp_world_size_weight_equality_and_no_d_allreduce_in_g_step(tmp_path, d
     assert reports[0]["noise_sample"] != reports[1]["noise_sample"]
     # The logged losses are the mean over both ranks (and over the steps since the last log), not rank 0's.
     names = ("loss_D", "loss_G", "D_x", "D_G_z", "r1")  # R1 is on in every variant (the default: gamma 1)
+    if "ada_target" in order:
+        names += ("ada_p", "ada_rt")
     assert set(reports[0]["step_metrics"][0]) == set(names)  # the losses' statistics, by name
     per_rank = torch.tensor([[[step[n] for n in names] for step in r["step_metrics"]] for r in reports])
     assert not torch.equal(per_rank[0], per_rank[1])  # (rank, step, metric)
@@ -63,12 +71,14 @@ def test_ddp_world_size_weight_equality_and_no_d_allreduce_in_g_step(tmp_path, d
         assert logged[key] == pytest.approx(expected[i].item(), rel=1e-5), key
 
 
-def test_two_process_resume_is_bit_identical(tmp_path, data_root):
-    # 512 images / (16 x 2) = 16 steps per epoch; stop mid-epoch 1, finish mid-epoch 2.
+@pytest.mark.parametrize("options", ["", "train.ada_target=0.05 train.ada_ramp_kimg=1 fault.check_every=4"])
+def test_two_process_resume_is_bit_identical(tmp_path, data_root, options):
+    # 512 images / (16 x 2) = 16 steps per epoch; stop mid-epoch 1, finish mid-epoch 2 (with ADA: inside an
+    # adjustment window, each rank's own signs in the checkpoint).
     full, split = tmp_path / "full", tmp_path / "split"
-    run_train(full, "train.max_steps=24", nproc=2)
-    run_train(split, "train.max_steps=11", nproc=2)
-    resumed = run_train(split, "train.max_steps=24", nproc=2)
+    run_train(full, "train.max_steps=24", *options.split(), nproc=2)
+    run_train(split, "train.max_steps=11", *options.split(), nproc=2)
+    resumed = run_train(split, "train.max_steps=24", *options.split(), nproc=2)
     assert "resumed from" in resumed.stdout and "at step 11" in resumed.stdout
     assert_same_tensors(load_weights(full / "generator.safetensors"), load_weights(split / "generator.safetensors"))
     last = checkpoint.checkpoint_name(24)
@@ -77,6 +87,9 @@ def test_two_process_resume_is_bit_identical(tmp_path, data_root):
         load_weights(split / "checkpoints" / last / "discriminator.safetensors"),
     )
     assert [m["step"] for m in read_metrics(split)] == [8, 11, 16, 24]
+    if options:  # p the same on both ranks and in both runs; each rank's window its own
+        states = [checkpoint.load_checkpoint(run / "checkpoints" / last)[2]["ada"] for run in (full, split)]
+        assert states[0] == states[1] and states[0][0]["p"] == states[0][1]["p"] > 0
 
 
 def test_resume_with_another_world_size_is_refused(tmp_path, data_root):

@@ -53,6 +53,13 @@ def test_smoke_run_writes_the_run_folder(tmp_path, data_root):
             id="recipe_options",
             marks=pytest.mark.slow,
         ),
+        # Adaptive augmentation adjusted every 4 steps: the split at 21 falls inside a window, whose signs
+        # the checkpoint carries; a low target and a fast ramp make p climb within these 44 steps.
+        pytest.param(
+            "train.ada_target=0.05 train.ada_ramp_kimg=1 fault.check_every=4 train.loss=least_squares",
+            id="ada",
+            marks=pytest.mark.slow,
+        ),
     ],
 )
 def test_resume_mid_epoch_is_bit_identical(tmp_path, data_root, setting):
@@ -68,6 +75,9 @@ def test_resume_mid_epoch_is_bit_identical(tmp_path, data_root, setting):
     assert_same_tensors(a[0], b[0])  # the training G (generator.safetensors above is its moving average)
     assert_same_tensors(a[1], b[1])  # discriminator
     assert a[2]["progress"] == b[2]["progress"] == {"step": 44, "epoch": 1, "batch_in_epoch": 12}
+    assert a[2].get("ada") == b[2].get("ada")
+    if "ada_target" in " ".join(setting):
+        assert a[2]["ada"][0]["p"] > 0 and read_metrics(full)[-1]["ada_p"] > 0 and "ada_rt" in read_metrics(split)[0]
     for key in ("optim_g", "optim_d"):
         for pa, pb in zip(a[2][key]["state"].values(), b[2][key]["state"].values(), strict=True):
             assert all(torch.equal(pa[k], pb[k]) for k in pa)
