@@ -9,12 +9,14 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from conftest import REPO, _env, assert_same_tensors, read_metrics, run_train, train_command
 from dcgan import hardware
 from dcgan.config import Config, load_config, may_change_key, resume_changes, to_dict, to_flat_values
+from dcgan.config.resume import upgrade_config
 from dcgan.errors import UserError
-from dcgan.io.files import read_weights
+from dcgan.io.files import file_sha256, read_weights
 from dcgan.run import checkpoint
 from dcgan.run.layout import HISTORY_FILE
 from dcgan.run.lock import LOCK_FILE
@@ -207,3 +209,35 @@ def test_runs_saved_before_model_name_auto_still_resume():
     assert fixed == {"model.z_dim": (100, 64)}
     # Older still: no config in the checkpoint, only its model section in state.pt.
     assert _legacy_model(Config(), {"name": "dcgan", "z_dim": 100}) == {"name": "dcgan", "z_dim": 100}
+
+
+@pytest.mark.slow
+def test_a_unit_range_run_from_before_r1_gamma_was_per_signed_pixel_resumes_with_the_same_penalty(tmp_path, data_root):
+    """Before checkpoint config_version 2 a [0, 1] run's r1_gamma was per [0, 1] pixel (0.25 there is 1 now)."""
+    unit = ("data.pixel_range=unit", "train.r1_every=2")
+    run_train(tmp_path / "full", "train.max_steps=12", *unit, "train.r1_gamma=1")
+    run_train(tmp_path / "old", "train.max_steps=6", *unit, "train.r1_gamma=1")
+    _as_written_before_version_2(tmp_path / "old" / "checkpoints" / "step_0000006", r1_gamma=0.25)
+    assert checkpoint.read_config(tmp_path / "old" / "checkpoints" / "step_0000006")["train"]["r1_gamma"] == 1.0
+    proc = run_train(tmp_path / "old", "train.max_steps=12", *unit, "train.r1_gamma=1")
+    assert "at step 6" in proc.stdout and "r1_gamma" not in proc.stdout  # not a change: the same penalty
+    a, b = (
+        checkpoint.load_checkpoint(run / "checkpoints" / "step_0000012")
+        for run in (tmp_path / "full", tmp_path / "old")
+    )
+    assert_same_tensors(a[1], b[1])  # D trained under the same penalty on both sides of the resume
+    assert (
+        upgrade_config({"data": {"pixel_range": "signed"}, "train": {"r1_gamma": 1.0}}, 1)["train"]["r1_gamma"] == 1.0
+    )
+
+
+def _as_written_before_version_2(path: Path, r1_gamma: float) -> None:
+    """Rewrite a checkpoint as an older version wrote it: its gamma per [0, 1] pixel, no config_version."""
+    config = yaml.safe_load((path / checkpoint.CONFIG_FILE).read_text())
+    config["train"]["r1_gamma"] = r1_gamma
+    (path / checkpoint.CONFIG_FILE).write_text(yaml.safe_dump(config, sort_keys=False))
+    manifest = json.loads((path / "manifest.json").read_text())
+    del manifest["config_version"]
+    file = path / checkpoint.CONFIG_FILE
+    manifest["files"][file.name] = {"bytes": file.stat().st_size, "sha256": file_sha256(file)}
+    (path / "manifest.json").write_text(json.dumps(manifest))
