@@ -79,6 +79,10 @@ class Ranks:
             return [fn()]
         return gather_per_rank(self.acc, agree(self.acc, fn))
 
+    def mine(self, fn: Callable[[], T]) -> T:
+        """fn() of this rank, run on every rank; a UserError on any rank is raised on all of them."""
+        return fn() if self.acc is None else agree(self.acc, fn)
+
 
 def ensure_entry(cached: Cached, cfg: DataConfig, acc: Accelerator | None = None) -> tuple[Path, dict, str]:
     """(entry, its info, how it came: "decoded in 12 s ..." or "from the cache ...") on every rank."""
@@ -96,7 +100,7 @@ def ensure_entry(cached: Cached, cfg: DataConfig, acc: Accelerator | None = None
         def start(first: bool) -> None:
             """Rank 0 starts the entry; then the first rank of each machine that cannot see it starts its own."""
             if (ranks.rank == 0 and first and not complete) or (
-                ranks.rank == first_here and not first and not (cache.partial_owner(entry) or "").startswith(run)
+                ranks.rank == first_here and not first and not (cache.partial_owner(entry) or "").startswith(run + "/")
             ):
                 cache.start_partial(entry, shape, f"{run}/{ranks.rank}")
 
@@ -108,7 +112,7 @@ def ensure_entry(cached: Cached, cfg: DataConfig, acc: Accelerator | None = None
             print(_decoding_line(cached, team, states, shape), flush=True)
         ranks.each(lambda: complete or _decode_share(cached, cfg, entry, shape, team, ranks.rank, states))
         ranks.each(lambda: complete or ranks.rank != team[0] or _finish(cached, cfg, entry, shape, team, started))
-    info = ranks.each(lambda: _complete(entry))[ranks.rank]
+    info = ranks.mine(lambda: _complete(entry))
     how = "from the cache" if complete else f"decoded in {info['seconds']:.0f} s, cached"
     return entry, info, f"{how} {entry}"
 

@@ -187,14 +187,17 @@ def from_hub_cache(name: str) -> Path | None:
     from huggingface_hub.errors import LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(name, local_files_only=True))
+        # The cache named now, not when huggingface_hub was first imported (it reads HF_HUB_CACHE only then).
+        return Path(snapshot_download(name, local_files_only=True, cache_dir=_hub_cache()))
     except (LocalEntryNotFoundError, ValueError, OSError):
         return None
 
 
 def cache_hint(name: str) -> str:
-    cache = os.environ.get("HF_HUB_CACHE") or os.environ.get("HF_HOME") or "~/.cache/huggingface"
-    return f"{name} is neither a path nor a model in the local Hugging Face cache ({cache}); `hf download {name}` first"
+    return (
+        f"{name} is neither a path nor a model in the local Hugging Face cache ({_hub_cache()}); "
+        f"`hf download {name}` first"
+    )
 
 
 def local_source(source: Path | None) -> Path | None:
@@ -205,3 +208,12 @@ def local_source(source: Path | None) -> Path | None:
     if snapshot is None:
         raise UserError(cache_hint(str(source)))
     return snapshot
+
+
+def _hub_cache() -> str:
+    """Where the Hub's cache is, as huggingface_hub resolves it: HF_HUB_CACHE, else HF_HOME/hub, else
+    ~/.cache/huggingface/hub."""
+    if os.environ.get("HF_HUB_CACHE"):
+        return os.environ["HF_HUB_CACHE"]
+    home = os.environ.get("HF_HOME") or os.path.join(os.environ.get("XDG_CACHE_HOME") or "~/.cache", "huggingface")
+    return os.path.join(os.path.expanduser(home), "hub")
