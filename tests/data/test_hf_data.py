@@ -14,7 +14,7 @@ from PIL import Image
 
 from conftest import read_metrics, run_python, run_train, train_command
 from dcgan.config import DataConfig
-from dcgan.data import ensure_dataset, load_dataset
+from dcgan.data import building, decoding, ensure_dataset, load_dataset
 from dcgan.errors import UserError
 
 datasets = pytest.importorskip("datasets", reason="the hf extra: pip install -e '.[dev]' installs it")
@@ -155,3 +155,15 @@ def test_a_conditional_gan_trains_on_a_saved_dataset_with_its_labels(tmp_path, c
     proc = run_train(tmp_path / "run", *overrides, "model.conditional=true", "model.width=8", "train.max_steps=3")
     assert "48 images, 3 classes, 3x32x32 uint8" in proc.stdout
     assert read_metrics(tmp_path / "run")[-1]["step"] == 3
+
+
+def test_forked_worker_processes_decode_a_dataset_like_one_process(tmp_path, cache, monkeypatch, capsys):
+    dataset, images, _ = _dataset(12)
+    dataset.save_to_disk(str(tmp_path / "saved"))
+    cfg = DataConfig(name="hf", root=str(tmp_path / "saved"), image_size=16, channels=3)
+    monkeypatch.setattr(decoding, "PROCESSES_FROM", 1)
+    monkeypatch.setattr(decoding, "CHUNK", 5)
+    monkeypatch.setattr(building, "workers_for", lambda sharing=1: 2)
+    ensure_dataset(cfg)
+    assert "into 9.0 kB with 2 processes (once; cached)" in capsys.readouterr().out
+    assert np.array_equal(load_dataset(cfg).images.numpy(), _expected(images))
