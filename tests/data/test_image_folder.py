@@ -183,6 +183,18 @@ def test_an_unwritable_cache_says_where_to_put_it(tmp_path, monkeypatch):
     assert str(err.value).endswith("); set DCGAN_CACHE to a writable folder")
 
 
+def test_a_cache_disk_without_room_says_so_and_leaves_nothing(tmp_path, cache, monkeypatch):
+    write_png(tmp_path / "images" / "a.png", np.zeros((64, 64, 3)))
+    monkeypatch.setattr(cache_files.shutil, "disk_usage", lambda path: type("Usage", (), {"free": 1000})())
+    with pytest.raises(UserError) as err:
+        ensure_dataset(DataConfig(name="folder", root=str(tmp_path / "images"), image_size=64, channels=3))
+    assert str(err.value) == (
+        f"the decoded images need 12.0 kB in {cache}, which has 1.0 kB free; "
+        "set DCGAN_CACHE to a folder with room, or use part of the images with data.limit"
+    )
+    assert list(cache.iterdir()) == []
+
+
 def test_images_over_the_device_budget_stay_in_host_memory(capsys):
     """The meta device stands in for a GPU: only where the images live and where batches go is checked."""
     images = torch.arange(4 * 3 * 2 * 2, dtype=torch.uint8).view(4, 3, 2, 2)
