@@ -8,7 +8,7 @@ from pathlib import Path
 
 from dcgan.errors import UserError
 
-DATASETS = ("mnist", "fashion_mnist", "folder")  # data.name's choices (dcgan.config imports yaml: not here)
+DATASETS = ("mnist", "fashion_mnist", "folder", "hf")  # data.name's choices (dcgan.config imports yaml: not here)
 NETWORKS = ("dataset", "inception")  # eval.network's choices
 
 
@@ -32,8 +32,8 @@ def add_parsers(sub: argparse._SubParsersAction, with_reference: bool) -> None:
         "--inception-weights", default="", help="Inception's weights file (default: the run's, else torch hub's cache)"
     )
     evaluate.add_argument("--dataset", choices=DATASETS, help="with --real: which data (default: mnist)")
-    evaluate.add_argument("--image-size", type=int, help="with --real --dataset folder: the size to read it at")
-    evaluate.add_argument("--channels", type=int, choices=(1, 3), help="with --real --dataset folder: 1 or 3")
+    evaluate.add_argument("--image-size", type=int, help="with --real --dataset folder|hf: the size to read it at")
+    evaluate.add_argument("--channels", type=int, choices=(1, 3), help="with --real --dataset folder|hf: 1 or 3")
     evaluate.add_argument("--out", type=Path, help="JSON file to write (default: eval.json beside the generator)")
 
 

@@ -125,8 +125,10 @@ def evaluate_real(
     if shape is not None:
         data = dataclasses.replace(data, image_size=shape[0], channels=shape[1])
         data.validate()
-    elif data.name == "folder" and not classifier:
-        raise UserError("--real --dataset folder: pass --image-size and --channels (or --classifier, which knows them)")
+    elif data.name in ("folder", "hf") and not classifier:
+        raise UserError(
+            f"--real --dataset {data.name}: pass --image-size and --channels (or --classifier, which knows them)"
+        )
     if classifier:
         spec = load_classifier(Path(classifier))[0].spec
         data = dataclasses.replace(
