@@ -135,8 +135,9 @@ class Trainer:
         cfg = self.cfg
         actions = [
             Every("log", self._log, steps=cfg.log.every_steps, also_step=total),
-            Every("stop check", self._check_stop, steps=cfg.fault.check_every),
+            # Before the stop check: a run stopped (and checkpointed) at this step has adjusted p, as a straight one.
             Every("adapt augmentation", self._adapt, steps=cfg.fault.check_every if cfg.train.ada_target else 0),
+            Every("stop check", self._check_stop, steps=cfg.fault.check_every),
             Every("sample", self._sample_fixed, steps=cfg.log.sample_every, epochs=1),
             Every("checkpoint", self._save_once, steps=cfg.checkpoint.every_steps, epochs=1),
             Every("loss plot", self.session.plot, epochs=1),
