@@ -168,6 +168,7 @@ def _finish(cached: Cached, cfg: DataConfig, entry: Path, shape, team: list[int]
     labels = np.asarray(cached.labels, dtype=np.int64)[kept] if cached.classes else None
     info = {
         "source": cached.name,
+        "key": cached.key(cfg),
         "classes": list(cached.classes),
         "skipped": [[where, why] for where, _, why in sorted(skipped, key=lambda s: s[1])],
         "settings": cached.settings(cfg),

@@ -91,7 +91,8 @@ def scan(cfg: DataConfig) -> Listing:
     files.sort()
     files = files[: cfg.limit] if cfg.limit else files
     stats = [[f, *_size_and_mtime(root / f)] for f in files]
-    labels = [classes.index(f.split("/", 1)[0]) for f in files] if classes else []
+    label_of = {name: i for i, name in enumerate(classes)}
+    labels = [label_of[f.split("/", 1)[0]] for f in files] if classes else []
     return Listing(root, files, stats, classes, labels)
 
 

@@ -1,6 +1,7 @@
 """`data.name=folder`: a folder of images read like the IDX files, cached, refused in one line when unfit,
 and trained grey or RGB at 28, 32 and 64 px on 2 processes with exact resume."""
 
+import shutil
 import subprocess
 
 import numpy as np
@@ -11,7 +12,7 @@ from PIL import Image
 from conftest import assert_same_tensors, load_weights, run_probe, run_train, write_png
 from dcgan.commands import cli
 from dcgan.config import DataConfig
-from dcgan.data import ImageStore, building, decoding, ensure_dataset, folder, load_dataset, placement
+from dcgan.data import ImageStore, building, decoding, ensure_dataset, fingerprint, folder, load_dataset, placement
 from dcgan.data import cache as cache_files
 from dcgan.errors import UserError
 
@@ -77,6 +78,22 @@ def test_the_cache_is_reused_until_a_file_or_a_setting_changes(tmp_path, cache, 
         ensure_dataset(DataConfig(**{**vars(cfg), **setting}))
         assert "decoded in" in capsys.readouterr().out, setting
     assert len(list(cache.iterdir())) == 5  # one entry per (files, settings), none left half-written
+
+
+def test_after_ensure_dataset_the_folder_is_listed_once_and_loads_what_was_prepared(tmp_path, cache, monkeypatch):
+    rng = np.random.default_rng(0)
+    for i in range(4):
+        write_png(tmp_path / "images" / f"{i}.png", rng.integers(0, 256, (40, 50, 3)))
+    cfg = DataConfig(name="folder", root=str(tmp_path / "images"), image_size=32, channels=3)
+    unprepared_key = fingerprint(cfg)  # no ensure_dataset yet: listed
+    ensure_dataset(cfg)
+    first = load_dataset(cfg).images
+    listed, scan = [], folder.scan
+    monkeypatch.setattr(folder, "scan", lambda c: listed.append(c) or scan(c))
+    write_png(tmp_path / "images" / "4.png", rng.integers(0, 256, (40, 50, 3)))  # the folder grows meanwhile
+    assert torch.equal(load_dataset(cfg).images, first) and fingerprint(cfg) == unprepared_key and not listed
+    shutil.rmtree(cache)  # the prepared entry gone: the folder is listed and decoded again, as it is now
+    assert len(load_dataset(cfg).images) == 5 and listed == [cfg]
 
 
 def test_skip_bad_images_counts_and_names_them(tmp_path, cache, capsys):
