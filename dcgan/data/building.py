@@ -93,16 +93,16 @@ def ensure_entry(cached: Cached, cfg: DataConfig, acc: Accelerator | None = None
     states = ranks.each(lambda: (cache.read_info(entry) is not None, socket.gethostname(), _now()))
     complete = states[ranks.rank][0]
     if not all(done for done, _, _ in states):
-        run = f"{states[0][1]}:{states[0][2]}"  # this build, the same on every rank
+        run = _build(states)
         host = states[ranks.rank][1]
         first_here = min(r for r, (done, h, _) in enumerate(states) if h == host and not done) if not complete else -1
 
         def start(first: bool) -> None:
             """Rank 0 starts the entry; then the first rank of each machine that cannot see it starts its own."""
             if (ranks.rank == 0 and first and not complete) or (
-                ranks.rank == first_here and not first and not (cache.partial_owner(entry) or "").startswith(run + "/")
+                ranks.rank == first_here and not first and cache.partial_owner(entry, run) is None
             ):
-                cache.start_partial(entry, shape, f"{run}/{ranks.rank}")
+                cache.start_partial(entry, shape, run, ranks.rank)
 
         ranks.each(lambda: start(first=True))
         ranks.each(lambda: start(first=False))
@@ -111,7 +111,7 @@ def ensure_entry(cached: Cached, cfg: DataConfig, acc: Accelerator | None = None
         if not complete and ranks.rank == team[0]:
             print(_decoding_line(cached, team, states, shape), flush=True)
         ranks.each(lambda: complete or _decode_share(cached, cfg, entry, shape, team, ranks.rank, states))
-        ranks.each(lambda: complete or ranks.rank != team[0] or _finish(cached, cfg, entry, shape, team, started))
+        ranks.each(lambda: complete or ranks.rank != team[0] or _finish(cached, cfg, entry, run, shape, team, started))
     info = ranks.mine(lambda: _complete(entry))
     how = "from the cache" if complete else f"decoded in {info['seconds']:.0f} s, cached"
     return entry, info, f"{how} {entry}"
@@ -121,6 +121,11 @@ def _now() -> str:
     return f"{os.getpid()}:{time.time()}"
 
 
+def _build(states) -> str:
+    """This build's token, the same on every rank: rank 0's host, pid and start time."""
+    return f"{states[0][1]}:{states[0][2]}"
+
+
 def _complete(entry: Path) -> dict:
     info = cache.read_info(entry)
     if info is None:
@@ -128,11 +133,11 @@ def _complete(entry: Path) -> dict:
     return info
 
 
-def _owner(entry: Path, run: str) -> str:
-    owner = cache.partial_owner(entry)
-    if owner is None or not owner.startswith(run + "/"):
+def _owner(entry: Path, run: str) -> int:
+    owner = cache.partial_owner(entry, run)
+    if owner is None:
         raise UserError(
-            f"cannot see the decoded-image cache {cache.partial_path(entry)} that this machine's first process "
+            f"cannot see the decoded-image cache {cache.partial_path(entry, run)} that this machine's first process "
             "started; give every process of a machine the same DCGAN_CACHE"
         )
     return owner
@@ -144,19 +149,22 @@ def _block(rows: int, team: list[int], rank: int) -> range:
     return range(rows * part // count, rows * (part + 1) // count)
 
 
+def _workers(team: list[int], rank: int, states) -> int:
+    """Decoding processes for `rank`: its machine's free cores shared by the team's ranks decoding there at once."""
+    return workers_for(sum(1 for r in team if states[r][1] == states[rank][1]))
+
+
 def _decode_share(cached: Cached, cfg: DataConfig, entry: Path, shape, team: list[int], rank: int, states) -> None:
-    host = states[rank][1]
-    here = sum(1 for r in team if states[r][1] == host)  # team ranks decoding on this machine at once
-    rows = _block(shape[0], team, rank)
-    partial = cache.partial_path(entry)
+    rows, partial = _block(shape[0], team, rank), cache.partial_path(entry, _build(states))
+    workers = _workers(team, rank, states)
     failed = decode_rows(
-        cached.source, rows, partial / cache.IMAGES, shape, cfg.background, cfg.skip_bad_images, workers_for(here)
+        cached.source, rows, partial / cache.IMAGES, shape, cfg.background, cfg.skip_bad_images, workers
     )
     (partial / f"skipped-{rank}.json").write_text(json.dumps([[cached.source.name(i), i, why] for i, why in failed]))
 
 
-def _finish(cached: Cached, cfg: DataConfig, entry: Path, shape, team: list[int], started: float) -> None:
-    partial = cache.partial_path(entry)
+def _finish(cached: Cached, cfg: DataConfig, entry: Path, run: str, shape, team: list[int], started: float) -> None:
+    partial = cache.partial_path(entry, run)
     skipped = []
     for rank in team:
         skipped += json.loads((partial / f"skipped-{rank}.json").read_text())
@@ -174,13 +182,12 @@ def _finish(cached: Cached, cfg: DataConfig, entry: Path, shape, team: list[int]
         "settings": cached.settings(cfg),
         "seconds": round(time.perf_counter() - started, 1),
     }
-    cache.finish_partial(entry, kept, shape[1:], labels, info)
+    cache.finish_partial(entry, run, kept, shape[1:], labels, info)
 
 
 def _decoding_line(cached: Cached, team: list[int], states, shape) -> str:
     """What the team's first rank says before it decodes (its own block stands for all)."""
-    here = sum(1 for r in team if states[r][1] == states[team[0]][1])
-    kind, count = parallelism(workers_for(here), len(_block(shape[0], team, team[0])))
+    kind, count = parallelism(_workers(team, team[0], states), len(_block(shape[0], team, team[0])))
     each = f" on each of {len(team)} ranks" if len(team) > 1 else ""
     return (
         f"data: decoding {shape[0]:,} images of {cached.name} into {amount(int(np.prod(shape)))} "

@@ -10,8 +10,11 @@ new entry and an entry is never stale. Entries live under the user cache (`$DCGA
   can write its share of it in place and a run can memory-map it instead of reading it whole;
 - labels.npy (labelled sources) and info.json (the shape, classes, skipped files, settings).
 
-An entry is built in `folders/.partial-<key>/` and renamed into place when complete: an entry that exists
-is whole, and a partial one left by a crash is never read (the next run starts it again).
+An entry is built in `folders/.partial-<key>.<build>/`, one per build (a run's ranks that decode
+together), and renamed into place when complete: an entry that exists is whole, and a partial one is never
+read. Two runs that start on the same new data at once (a sweep) each build their own and the first to
+finish wins; a partial entry whose build no longer runs (killed mid-decode) is removed by the next build
+of that key: at once when its process was on this machine, after an hour untouched when it was elsewhere.
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 from typing import Any
 
@@ -27,9 +31,11 @@ import numpy as np
 
 from dcgan.data.placement import amount
 from dcgan.errors import UserError
+from dcgan.processes import alive, on_this_machine, this_process
 
 FORMAT = "dcgan-image-cache/2"  # /1 kept the images as .npy, written by one process
 IMAGES, LABELS, INFO, OWNER = "images.u8", "labels.npy", "info.json", "owner"
+ABANDONED_S = 3600  # a partial entry started on another machine and untouched this long has no build any more
 
 
 def cache_dir() -> Path:
@@ -48,8 +54,9 @@ def entry_path(key: str) -> Path:
     return cache_dir() / "folders" / key[:32]
 
 
-def partial_path(entry: Path) -> Path:
-    return entry.with_name(f".partial-{entry.name}")
+def partial_path(entry: Path, build: str) -> Path:
+    """Where `build` (a token of the ranks decoding together) assembles the entry."""
+    return entry.with_name(f".partial-{entry.name}.{hashlib.sha256(build.encode()).hexdigest()[:12]}")
 
 
 def read_info(path: Path) -> dict[str, Any] | None:
@@ -84,10 +91,14 @@ def read_labels(path: Path) -> np.ndarray:
 # -- building an entry ---------------------------------------------------------------------------------------------
 
 
-def start_partial(entry: Path, shape: tuple[int, ...], owner: str) -> None:
-    """Replace any partial entry left by an earlier run with an empty one: an images.u8 of `shape` (sparse
-    until written) and the `owner` token that tells the ranks which build they take part in."""
-    partial = partial_path(entry)
+def start_partial(entry: Path, shape: tuple[int, ...], build: str, rank: int) -> None:
+    """Start `build`'s partial entry: an empty images.u8 of `shape` (sparse until written) and an owner file
+    naming the rank that started it and its process; first remove the partial entries of this key that no
+    build is writing any more."""
+    for other in entry.parent.glob(f".partial-{entry.name}.*"):
+        if other != partial_path(entry, build) and _abandoned(other):
+            shutil.rmtree(other, ignore_errors=True)
+    partial = partial_path(entry, build)
     nbytes = int(np.prod(shape))
     try:
         shutil.rmtree(partial, ignore_errors=True)
@@ -101,7 +112,7 @@ def start_partial(entry: Path, shape: tuple[int, ...], owner: str) -> None:
             )
         with open(partial / IMAGES, "wb") as f:
             f.truncate(nbytes)
-        (partial / OWNER).write_text(owner)
+        (partial / OWNER).write_text(json.dumps({"build": build, "rank": rank, **this_process()}))
     except OSError as e:
         raise UserError(
             f"cannot write the decoded-image cache in {partial.parent} ({e.strerror or e}); "
@@ -109,19 +120,37 @@ def start_partial(entry: Path, shape: tuple[int, ...], owner: str) -> None:
         ) from None
 
 
-def partial_owner(entry: Path) -> str | None:
-    """The owner token of the partial entry under way, if there is one."""
+def partial_owner(entry: Path, build: str) -> int | None:
+    """The rank that started `build`'s partial entry, if this process sees it."""
     try:
-        return (partial_path(entry) / OWNER).read_text()
-    except OSError:
+        return int(json.loads((partial_path(entry, build) / OWNER).read_text())["rank"])
+    except (OSError, ValueError, KeyError, TypeError):
         return None
 
 
-def finish_partial(entry: Path, kept: np.ndarray, row_shape: tuple[int, ...], labels: np.ndarray | None, info: dict):
+def _abandoned(partial: Path) -> bool:
+    """Whether no build writes `partial` any more: started by a process of this machine that has ended (or by
+    this process, in a build that was interrupted), or, on another machine, untouched for ABANDONED_S."""
+    try:
+        owner = json.loads((partial / OWNER).read_text())
+    except (OSError, ValueError):
+        owner = None  # finishing (the owner file goes just before the rename), or damaged: judged by age
+    if isinstance(owner, dict) and isinstance(owner.get("pid"), int) and on_this_machine(owner):
+        return owner["pid"] == os.getpid() or not alive(owner["pid"], owner.get("pid_started"))
+    try:
+        touched = max(path.stat().st_mtime for path in (partial, *partial.iterdir()))
+    except OSError:
+        return False  # renamed into place or removed meanwhile
+    return time.time() - touched > ABANDONED_S
+
+
+def finish_partial(
+    entry: Path, build: str, kept: np.ndarray, row_shape: tuple[int, ...], labels: np.ndarray | None, info: dict
+) -> None:
     """Close the gaps that skipped images left (rows not in `kept`, sorted), write labels and info.json,
-    and rename the partial entry into place. A racing build of the same key (another machine on a shared
-    cache) that finished first wins harmlessly."""
-    partial = partial_path(entry)
+    and rename the partial entry into place. A racing build of the same key (another run, another machine
+    on a shared cache) that finished first wins harmlessly: both decoded the same images."""
+    partial = partial_path(entry, build)
     row = int(np.prod(row_shape))
     with open(partial / IMAGES, "r+b") as f:
         if len(kept) and not np.array_equal(kept, np.arange(len(kept))):

@@ -23,7 +23,6 @@ import atexit
 import json
 import os
 import secrets
-import socket
 import threading
 import time
 import warnings
@@ -32,6 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dcgan.errors import UserError
+from dcgan.processes import alive, on_this_machine, this_process
 
 LOCK_FILE = "run.lock"
 _TAKEOVER_TIMEOUT_S = 30  # a take-over directory older than this was left by a killed trainer
@@ -55,36 +55,6 @@ def claim(run_dir: Path, stale_s: float, wait_s: float = 0) -> RunLock:
     return lock
 
 
-def _machine() -> str:
-    """What tells this machine and pid namespace apart from others that share the host name
-    (containers, reboots); empty where there is no /proc."""
-    try:
-        boot = Path("/proc/sys/kernel/random/boot_id").read_text().strip()
-        return f"{boot}:{os.stat('/proc/self/ns/pid').st_ino}"
-    except OSError:
-        return ""
-
-
-def _process_start(pid: int) -> int | None:
-    """When `pid` started (clock ticks since boot), or None where /proc cannot tell; -1 for a zombie."""
-    try:
-        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    except (OSError, IndexError):
-        return None
-    return -1 if fields[0] == "Z" else int(fields[19])
-
-
-def _alive(pid: int, started: int | None) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        pass  # another user's process: it exists
-    now = _process_start(pid)
-    return now != -1 and (started is None or now is None or now == started)
-
-
 def describe(owner: dict[str, Any]) -> str:
     since = owner.get("since", "?")
     age = time.time() - float(owner.get("heartbeat", 0))
@@ -100,10 +70,7 @@ class RunLock:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._owner = {
-            "host": socket.gethostname(),
-            "machine": _machine(),
-            "pid": os.getpid(),
-            "pid_started": _process_start(os.getpid()),
+            **this_process(),
             "since": datetime.now().astimezone().isoformat(timespec="seconds"),
             "token": self.token,
         }
@@ -143,10 +110,10 @@ class RunLock:
         """None if `owner` (a lock's content) is a live trainer, else why it is not."""
         if owner is None:
             return "left an unreadable lock file"
-        if owner.get("host") == socket.gethostname() and owner.get("machine") == _machine():
+        if on_this_machine(owner):
             if owner.get("pid") == os.getpid():
                 return f"had this process's pid {owner['pid']} before it (a restarted container?)"
-            if not _alive(owner["pid"], owner.get("pid_started")):
+            if not alive(owner["pid"], owner.get("pid_started")):
                 return f"pid {owner['pid']} on this host is no longer running"
             return None
         age = time.time() - owner["heartbeat"]

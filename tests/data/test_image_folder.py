@@ -1,15 +1,20 @@
 """`data.name=folder`: a folder of images read like the IDX files, cached, refused in one line when unfit,
 and trained grey or RGB at 28, 32 and 64 px on 2 processes with exact resume."""
 
+import json
+import os
 import shutil
 import subprocess
+import sys
+import time
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
 
-from conftest import assert_same_tensors, load_weights, run_probe, run_train, write_png
+from conftest import REPO, assert_same_tensors, load_weights, run_probe, run_ranks, run_train, write_png
+from dcgan import processes
 from dcgan.commands import cli
 from dcgan.config import DataConfig
 from dcgan.data import ImageStore, building, decoding, ensure_dataset, fingerprint, folder, load_dataset, placement
@@ -162,10 +167,67 @@ def test_a_partial_cache_left_by_a_crash_is_never_used_and_is_redone(tmp_path, c
         ensure_dataset(cfg)
     (partial,) = cache.iterdir()
     assert partial.name.startswith(".partial-") and (partial / cache_files.IMAGES).stat().st_size == 4 * 28 * 28
-    ensure_dataset(cfg)  # finds the partial entry: starts it again
-    assert [p.name for p in cache.iterdir()] == [partial.name.removeprefix(".partial-")]
+    ensure_dataset(cfg)  # finds the partial entry of this process's interrupted build: removes it, starts again
+    assert [p.name for p in cache.iterdir()] == [partial.name.removeprefix(".partial-").split(".")[0]]
     expected = np.stack([np.asarray(Image.open(tmp_path / "images" / f"{i}.png"))[None] for i in range(4)])
     assert np.array_equal(load_dataset(cfg).images.numpy(), expected)
+
+
+@pytest.fixture
+def other_process():
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
+def test_partial_entries_of_builds_still_running_are_left_alone_and_abandoned_ones_removed(
+    tmp_path, cache, other_process
+):
+    """Two runs of a sweep starting on the same new folder each build their own partial entry (the first
+    to finish wins); a build never deletes one that another process may still be writing."""
+    rng = np.random.default_rng(1)
+    for i in range(3):
+        write_png(tmp_path / "images" / f"{i}.png", rng.integers(0, 256, (28, 28)))
+    cfg = DataConfig(name="folder", root=str(tmp_path / "images"))
+    entry = building.Cached(folder.scan(cfg), "", folder.scan(cfg).content, (), [], {}).entry(cfg)
+    here = processes.this_process()
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
+    elsewhere = {**here, "host": "another-node", "pid": 1}
+    owners = {
+        "running here": {**here, "pid": other_process.pid, "pid_started": processes.process_start(other_process.pid)},
+        "ended here": {**here, "pid": int(dead.stdout), "pid_started": 1},
+        "elsewhere, fresh": elsewhere,
+        "elsewhere, untouched for 2 h": elsewhere,
+    }
+    for build, owner in owners.items():
+        partial = cache_files.partial_path(entry, build)
+        partial.mkdir(parents=True)
+        (partial / cache_files.OWNER).write_text(json.dumps({"build": build, "rank": 0, **owner}))
+        (partial / cache_files.IMAGES).write_bytes(b"\0" * 10)
+        if "2 h" in build:
+            for path in (partial, *partial.iterdir()):
+                os.utime(path, (time.time() - 7200, time.time() - 7200))
+    ensure_dataset(cfg)
+    left = {p.name for p in cache.iterdir()}
+    expected = {cache_files.partial_path(entry, b).name for b in ("running here", "elsewhere, fresh")}
+    assert left == {entry.name, *expected}
+    assert len(load_dataset(cfg).images) == 3
+    # A build that finishes after another one renamed the entry into place gives way and cleans up.
+    cache_files.start_partial(entry, (3, 1, 28, 28), "late", 0)
+    info = {"source": "", "classes": [], "skipped": [], "settings": {}, "seconds": 0}
+    cache_files.finish_partial(entry, "late", np.arange(3), (1, 28, 28), None, info)
+    assert not cache_files.partial_path(entry, "late").exists() and len(load_dataset(cfg).images) == 3
+
+
+def test_machines_that_do_not_share_the_cache_each_build_their_own_entry(tmp_path, fashion_pngs):
+    root, _ = fashion_pngs
+    proc = run_ranks([str(REPO / "tests" / "helpers" / "cache_probe.py"), str(tmp_path), str(root)], 2)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    first, second = (json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2))
+    assert first == second and first["shape"] == [2000, 1, 28, 28]
+    assert len(first["cache"]) == 1 and not first["cache"][0].startswith(".partial")  # complete, nothing left
+    assert proc.stdout.count("data: decoding 2,000 images") == 2  # each machine's first rank decoded
 
 
 def test_worker_processes_decode_each_row_into_the_file_and_report_bad_ones(tmp_path, monkeypatch):

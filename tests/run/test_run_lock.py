@@ -9,12 +9,13 @@ import time
 
 import pytest
 
-from dcgan.run.lock import LOCK_FILE, RunLock, RunLocked, _machine, _process_start
+from dcgan.processes import machine_id, process_start
+from dcgan.run.lock import LOCK_FILE, RunLock, RunLocked
 
 
 def _plant(run_dir, **owner) -> None:
     """A lock file as another trainer would have written it."""
-    base = {"host": socket.gethostname(), "machine": _machine(), "since": "2026-12-01T10:00:00+00:00"}
+    base = {"host": socket.gethostname(), "machine": machine_id(), "since": "2026-12-01T10:00:00+00:00"}
     (run_dir / LOCK_FILE).write_text(json.dumps({**base, "heartbeat": time.time(), "token": "theirs", **owner}))
 
 
@@ -27,7 +28,7 @@ def other_process():
 
 
 def test_a_live_owner_on_this_host_is_refused_by_name(tmp_path, other_process):
-    _plant(tmp_path, pid=other_process.pid, pid_started=_process_start(other_process.pid))
+    _plant(tmp_path, pid=other_process.pid, pid_started=process_start(other_process.pid))
     with pytest.raises(RunLocked) as refused:
         RunLock(tmp_path, stale_s=60).acquire()
     message = str(refused.value)
@@ -40,11 +41,11 @@ def test_a_live_owner_on_this_host_is_refused_by_name(tmp_path, other_process):
 def test_a_dead_owner_on_this_host_is_taken_over_with_a_warning(tmp_path, case):
     proc = subprocess.Popen([sys.executable, "-c", "pass"] if case != "pid reused" else ["sleep", "60"])
     if case == "zombie":
-        while _process_start(proc.pid) != -1:  # exited, not yet reaped
+        while process_start(proc.pid) != -1:  # exited, not yet reaped
             time.sleep(0.05)
     elif case == "exited":
         proc.wait()
-    started = _process_start(proc.pid)
+    started = process_start(proc.pid)
     owner = {"pid": proc.pid, "pid_started": started}
     if case == "pid reused":  # the pid runs, but it is not the process that took the lock
         owner["pid_started"] = started - 1
