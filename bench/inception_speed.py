@@ -1,6 +1,6 @@
 """Seconds of one Inception-FID evaluation (eval.network=inception) at 28 px and 64 px, generation included.
 
-    python bench/inception_speed.py --num-samples 10000 --threads 2 --json out.json
+    python bench/inception_speed.py --num-samples 10000 --threads 2 --json out.json [--size 28|64]
 
 Times exactly what an evaluation does on one process (dcgan/eval/evaluation.py `embed_generated`: G makes
 chunks of images, Inception embeds them) for a 28 px grey and a 64 px RGB generator, then the FID and KID
@@ -39,6 +39,7 @@ def main() -> None:
     parser.add_argument("--num-samples", type=int, default=10_000)
     parser.add_argument("--threads", type=int, default=torch.get_num_threads())
     parser.add_argument("--weights", type=Path, help="the real weights file (default: a random network)")
+    parser.add_argument("--size", type=int, choices=[size for size, _ in SHAPES.values()], help="one shape only")
     parser.add_argument("--json", type=Path)
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
@@ -49,6 +50,8 @@ def main() -> None:
     network.to(accelerator.device)
     results = {"machine": hardware.describe(accelerator.device), "threads": args.threads, "rows": []}
     for label, (size, channels) in SHAPES.items():
+        if args.size not in (None, size):
+            continue
         torch.manual_seed(0)
         generator = build_models(ModelConfig(), size, channels)[0].eval().to(accelerator.device)
         started = time.perf_counter()
