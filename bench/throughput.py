@@ -13,6 +13,7 @@ that it runs and that both sides compute the same losses.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
 import json
 import os
@@ -168,10 +169,11 @@ def run(args: argparse.Namespace) -> dict[str, object]:
         "hardware": hardware_record(device),
     }  # fmt: skip
     sides = []
-    with tempfile.TemporaryDirectory() as run_dir:
+    with tempfile.TemporaryDirectory() as run_dir, contextlib.ExitStack() as held:
         resolved = args.precision
         if args.only != "reference":
             trainer = framework_trainer(args, run_dir)
+            held.callback(trainer.session.release)  # its run lock's heartbeat stops before the folder goes
             resolved = result["setting"]["resolved_precision"] = trainer.cfg.train.mixed_precision
             sides.append(Side("framework", trainer.advance, device, args.batch))
         if args.only != "framework":
@@ -257,8 +259,9 @@ def profile_steps(step, device: torch.device, steps: int, path: Path) -> dict[st
 def same_math(args: argparse.Namespace, steps: int = 3) -> dict[str, object]:
     """Both sides from the same weights and noise on one fixed batch: their losses, step by step."""
     device = torch.device(args.device)
-    with tempfile.TemporaryDirectory() as run_dir:
+    with tempfile.TemporaryDirectory() as run_dir, contextlib.ExitStack() as held:
         trainer = framework_trainer(args, run_dir)
+        held.callback(trainer.session.release)
         reference = TutorialLoop(args.data_root, args.batch, args.precision, device)
         reference.G.load_state_dict(bare_model(trainer.accelerator, trainer.parts.G).state_dict())
         reference.D[0].load_state_dict(bare_model(trainer.accelerator, trainer.parts.D).state_dict())
