@@ -143,6 +143,15 @@ def assert_same_tensors(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) 
         assert torch.equal(a[key], b[key]), f"{key} differs"
 
 
+@pytest.fixture
+def other_process():
+    """A live process of this machine that is not this one (an owner that still runs)."""
+    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
+    yield proc
+    proc.kill()
+    proc.wait()
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The real MNIST, downloaded into the repo's data/ on first use if no copy is found."""

@@ -173,14 +173,6 @@ def test_a_partial_cache_left_by_a_crash_is_never_used_and_is_redone(tmp_path, c
     assert np.array_equal(load_dataset(cfg).images.numpy(), expected)
 
 
-@pytest.fixture
-def other_process():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
 def test_partial_entries_of_builds_still_running_are_left_alone_and_abandoned_ones_removed(
     tmp_path, cache, other_process
 ):

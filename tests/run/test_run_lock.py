@@ -19,14 +19,6 @@ def _plant(run_dir, **owner) -> None:
     (run_dir / LOCK_FILE).write_text(json.dumps({**base, "heartbeat": time.time(), "token": "theirs", **owner}))
 
 
-@pytest.fixture
-def other_process():
-    proc = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
-    yield proc
-    proc.kill()
-    proc.wait()
-
-
 def test_a_live_owner_on_this_host_is_refused_by_name(tmp_path, other_process):
     _plant(tmp_path, pid=other_process.pid, pid_started=process_start(other_process.pid))
     with pytest.raises(RunLocked) as refused:
