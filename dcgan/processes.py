@@ -53,3 +53,13 @@ def this_process() -> dict[str, Any]:
 
 def on_this_machine(owner: dict[str, Any]) -> bool:
     return owner.get("host") == socket.gethostname() and owner.get("machine") == machine_id()
+
+
+def ended(owner: dict[str, Any]) -> str | None:
+    """Why `owner` (a process of this machine, named as `this_process` names it) no longer runs, or None while
+    it does. This process's own pid counts as ended: what holds it now is not what wrote `owner`."""
+    if owner["pid"] == os.getpid():
+        return f"had this process's pid {owner['pid']} before it (a restarted container?)"
+    if not alive(owner["pid"], owner.get("pid_started")):
+        return f"pid {owner['pid']} on this host is no longer running"
+    return None

@@ -93,7 +93,7 @@ def ensure_entry(cached: Cached, cfg: DataConfig, acc: Accelerator | None = None
     states = ranks.each(lambda: (cache.read_info(entry) is not None, socket.gethostname(), _now()))
     complete = states[ranks.rank][0]
     if not all(done for done, _, _ in states):
-        run = _build(states)
+        run = f"{states[0][1]}:{states[0][2]}"  # this build's token, the same on every rank: rank 0's host, pid, time
         host = states[ranks.rank][1]
         first_here = min(r for r, (done, h, _) in enumerate(states) if h == host and not done) if not complete else -1
 
@@ -110,7 +110,7 @@ def ensure_entry(cached: Cached, cfg: DataConfig, acc: Accelerator | None = None
         team = [r for r, owner in enumerate(owners) if owner is not None and owner == owners[ranks.rank]]
         if not complete and ranks.rank == team[0]:
             print(_decoding_line(cached, team, states, shape), flush=True)
-        ranks.each(lambda: complete or _decode_share(cached, cfg, entry, shape, team, ranks.rank, states))
+        ranks.each(lambda: complete or _decode_share(cached, cfg, entry, run, shape, team, ranks.rank, states))
         ranks.each(lambda: complete or ranks.rank != team[0] or _finish(cached, cfg, entry, run, shape, team, started))
     info = ranks.mine(lambda: _complete(entry))
     how = "from the cache" if complete else f"decoded in {info['seconds']:.0f} s, cached"
@@ -119,11 +119,6 @@ def ensure_entry(cached: Cached, cfg: DataConfig, acc: Accelerator | None = None
 
 def _now() -> str:
     return f"{os.getpid()}:{time.time()}"
-
-
-def _build(states) -> str:
-    """This build's token, the same on every rank: rank 0's host, pid and start time."""
-    return f"{states[0][1]}:{states[0][2]}"
 
 
 def _complete(entry: Path) -> dict:
@@ -154,8 +149,10 @@ def _workers(team: list[int], rank: int, states) -> int:
     return workers_for(sum(1 for r in team if states[r][1] == states[rank][1]))
 
 
-def _decode_share(cached: Cached, cfg: DataConfig, entry: Path, shape, team: list[int], rank: int, states) -> None:
-    rows, partial = _block(shape[0], team, rank), cache.partial_path(entry, _build(states))
+def _decode_share(
+    cached: Cached, cfg: DataConfig, entry: Path, run: str, shape, team: list[int], rank: int, states
+) -> None:
+    rows, partial = _block(shape[0], team, rank), cache.partial_path(entry, run)
     workers = _workers(team, rank, states)
     failed = decode_rows(
         cached.source, rows, partial / cache.IMAGES, shape, cfg.background, cfg.skip_bad_images, workers

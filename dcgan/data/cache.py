@@ -31,7 +31,7 @@ import numpy as np
 
 from dcgan.data.placement import amount
 from dcgan.errors import UserError
-from dcgan.processes import alive, on_this_machine, this_process
+from dcgan.processes import ended, on_this_machine, this_process
 
 FORMAT = "dcgan-image-cache/2"  # /1 kept the images as .npy, written by one process
 IMAGES, LABELS, INFO, OWNER = "images.u8", "labels.npy", "info.json", "owner"
@@ -136,7 +136,7 @@ def _abandoned(partial: Path) -> bool:
     except (OSError, ValueError):
         owner = None  # finishing (the owner file goes just before the rename), or damaged: judged by age
     if isinstance(owner, dict) and isinstance(owner.get("pid"), int) and on_this_machine(owner):
-        return owner["pid"] == os.getpid() or not alive(owner["pid"], owner.get("pid_started"))
+        return ended(owner) is not None  # this process's own pid: a build of it that was interrupted
     try:
         touched = max(path.stat().st_mtime for path in (partial, *partial.iterdir()))
     except OSError:

@@ -31,7 +31,7 @@ from pathlib import Path
 from typing import Any
 
 from dcgan.errors import UserError
-from dcgan.processes import alive, on_this_machine, this_process
+from dcgan.processes import ended, on_this_machine, this_process
 
 LOCK_FILE = "run.lock"
 _TAKEOVER_TIMEOUT_S = 30  # a take-over directory older than this was left by a killed trainer
@@ -111,11 +111,7 @@ class RunLock:
         if owner is None:
             return "left an unreadable lock file"
         if on_this_machine(owner):
-            if owner.get("pid") == os.getpid():
-                return f"had this process's pid {owner['pid']} before it (a restarted container?)"
-            if not alive(owner["pid"], owner.get("pid_started")):
-                return f"pid {owner['pid']} on this host is no longer running"
-            return None
+            return ended(owner)
         age = time.time() - owner["heartbeat"]
         if age > self.stale_s:
             return f"pid {owner['pid']} on host {owner['host']} sent no heartbeat for {age:.0f} s"

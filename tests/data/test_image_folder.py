@@ -182,7 +182,8 @@ def test_partial_entries_of_builds_still_running_are_left_alone_and_abandoned_on
     for i in range(3):
         write_png(tmp_path / "images" / f"{i}.png", rng.integers(0, 256, (28, 28)))
     cfg = DataConfig(name="folder", root=str(tmp_path / "images"))
-    entry = building.Cached(folder.scan(cfg), "", folder.scan(cfg).content, (), [], {}).entry(cfg)
+    listing = folder.scan(cfg)
+    entry = building.Cached(listing, "", listing.content, (), [], {}).entry(cfg)
     here = processes.this_process()
     dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True)
     elsewhere = {**here, "host": "another-node", "pid": 1}
